@@ -1,0 +1,47 @@
+"""`python -m attnbench [overrides]` and the `attnbench` console script.
+
+Before handing over to Hydra, single runs are composed and validated once so a
+bad value yields one line naming the field and the allowed values (Hydra's own
+messages span several lines). `attnbench report PATH` forwards to the report.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from .config import ConfigError, check_group_overrides, load_config
+
+# Hydra flags after which composing ourselves would be wrong or useless.
+_PASSTHROUGH_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--version", "--shell-completion")
+
+
+def precheck(argv: list[str]) -> None:
+    if any(a.split("=")[0] in _PASSTHROUGH_FLAGS for a in argv):
+        return
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    if any(a in ("-m", "--multirun") for a in argv):
+        check_group_overrides(overrides)  # sweep lists cannot be composed as one config
+    else:
+        load_config(overrides)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv[:1] == ["report"]:
+        from .report import main as report_main
+
+        sys.exit(report_main(argv[1:]))
+    try:
+        precheck(argv)
+    except ConfigError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"attnbench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    from .cli import app
+
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Analytic FLOPs (a multiply-add counts 2), after Kaplan et al. 2020 / PaLM appendix B.
+
+Per token, per layer, with d = d_model, H query heads, Hkv KV heads, D = head_dim,
+h = FFN hidden size and k̄ the average number of keys a query attends to:
+
+    qkv projection   2·d·(H + 2·Hkv)·D
+    output proj      2·d·d
+    scores + AV      2·2·H·D·k̄          (the T-dependent term)
+    FFN              2·n_mats·d·h       (n_mats = 2 plain, 3 gated)
+plus the LM head 2·d·V once per token. Training = 3 × forward (backward ≈ 2 × forward).
+
+k̄ for a sequence of length T: full (non-causal) T; causal (T+1)/2 (the halving);
+a window w: mean over positions i of min(i+1, w). GQA changes only the projection
+term (fewer K/V heads), not the score term. Norms, softmax, activations and
+embedding lookups are O(d) per token and left out, as is usual.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..config import resolve_layout
+from ..model.ffn import gated_hidden
+
+GATED = ("swiglu", "geglu")
+
+
+def mean_keys(T: int, causal: bool = True, window: Optional[int] = None) -> float:
+    if not causal:
+        return float(T)
+    if window is None or window >= T:
+        return (T + 1) / 2
+    # positions 0..w-1 see i+1 keys, the remaining T-w see w keys
+    return (window * (window + 1) / 2 + (T - window) * window) / T
+
+
+def ffn_flops_per_token(cfg: Any) -> float:
+    d = cfg.model.d_model
+    if cfg.ffn.name in GATED:
+        return 2 * 3 * d * gated_hidden(d, cfg.ffn.mult, cfg.ffn.multiple_of)
+    return 2 * 2 * d * int(cfg.ffn.mult * d)
+
+
+def flops_per_token_fwd(cfg: Any, seq_len: int, causal: bool = True) -> float:
+    d, H, L, V = cfg.model.d_model, cfg.attn.n_heads, cfg.model.n_layers, cfg.model.vocab_size
+    D, Hkv = d // H, resolve_layout(cfg)
+    proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d
+    attn = 2 * 2 * H * D * mean_keys(seq_len, causal, cfg.attn.window)
+    return L * (proj + attn + ffn_flops_per_token(cfg)) + 2 * d * V
+
+
+def flops_per_token_train(cfg: Any, seq_len: int) -> float:
+    return 3 * flops_per_token_fwd(cfg, seq_len)

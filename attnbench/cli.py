@@ -1,0 +1,30 @@
+"""The Hydra app: compose → run_job → print the summary. Thin on purpose."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from .config import conf_dir
+from .job import run_job
+from .summary import format_results
+
+log = logging.getLogger("attnbench")
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
+def app(cfg: DictConfig) -> str:
+    hc = HydraConfig.get()
+    res = run_job(cfg, Path(hc.runtime.output_dir))
+    print(format_results(res), flush=True)
+    if hc.mode == RunMode.RUN and res["status"] != "ok":
+        # Single run: fail with the one-line error. In a sweep we return instead, so the
+        # other jobs go on (a sys.exit in a job would abort the whole multirun).
+        print(f"attnbench: error: {res['error']}", file=sys.stderr)
+        sys.exit(1)
+    return res["status"]

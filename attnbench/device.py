@@ -1,0 +1,104 @@
+"""The one module that touches torch.cuda / torch.backends.mps.
+
+Resolves `device=auto`, dtypes, autocast, synchronisation and peak-memory
+counters so that model, bench and train code stay device-agnostic.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+from typing import Any, ContextManager
+
+import torch
+
+from .config import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+
+
+def resolve_device(dev_cfg: Any) -> torch.device:
+    """`device.name` → torch.device; `auto` prefers cuda, then mps, then cpu."""
+    name = dev_cfg.name
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda: CUDA is not available on this machine; choose from [auto, cpu]")
+    if name == "mps" and not _mps_available():
+        raise ConfigError("device=mps: MPS is not available on this machine; choose from [auto, cpu]")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name}: unknown option; choose from [auto, cpu, cuda, mps]")
+    return torch.device(name)
+
+
+def resolve_dtype(dev_cfg: Any) -> torch.dtype:
+    return DTYPES[dev_cfg.dtype]
+
+
+def setup(dev_cfg: Any) -> torch.device:
+    """Resolve the device and apply the thread count; returns the device."""
+    if dev_cfg.threads:
+        torch.set_num_threads(int(dev_cfg.threads))
+    return resolve_device(dev_cfg)
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> ContextManager:
+    """Mixed precision for bf16/fp16 (weights stay fp32); a no-op for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int | None:
+    """Peak allocated bytes since the last reset (CUDA); None where torch has no counter."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return None
+
+
+def empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def describe(device: torch.device, dtype: torch.dtype) -> dict:
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "dtype": str(dtype).removeprefix("torch."),
+    }

@@ -1,0 +1,100 @@
+"""One job: validate → build → stages (bench, train) → results.json + sinks.
+
+Knows nothing of Hydra: the CLI hands it a composed config and a run directory.
+Every outcome, including a bad config, OOM or an exception, ends in a
+results.json with a status and a one-line error, so a sweep never loses a job.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from .config import ConfigError, config_hash, validate, variant_name
+from .results import SCHEMA_VERSION, read_results, write_results
+
+log = logging.getLogger(__name__)
+
+
+def new_results(cfg: Any) -> dict:
+    return {
+        "schema": SCHEMA_VERSION, "status": "running", "error": None,
+        "variant": variant_name(cfg), "config_hash": config_hash(cfg),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "env": {}, "model": {}, "bench": [],
+    }
+
+
+def already_done(cfg: Any, run_dir: Path) -> dict | None:
+    """With `resume=true`: the existing ok result for this exact config, if any."""
+    old = read_results(Path(run_dir) / "results.json")
+    if old and old.get("status") == "ok" and old.get("config_hash") == config_hash(cfg):
+        return old
+    return None
+
+
+def run_job(cfg: Any, run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    if cfg.resume and (done := already_done(cfg, run_dir)):
+        log.info("resume: %s already has an ok result for this config; skipping", run_dir)
+        done["skipped"] = True
+        return done
+    res = new_results(cfg)
+    sinks = None
+    try:
+        validate(cfg)
+        sinks = _run_stages(cfg, run_dir, res)
+        if res["status"] == "running":
+            res["status"] = "ok"
+    except ConfigError as exc:
+        res["status"], res["error"] = "failed", str(exc)
+    except Exception as exc:
+        from .device import is_oom
+
+        res["status"] = "oom" if is_oom(exc) else "failed"
+        res["error"] = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        log.exception("job failed")
+    except KeyboardInterrupt:
+        res["status"], res["error"] = "interrupted", "KeyboardInterrupt"
+        raise
+    finally:
+        write_results(run_dir, res)
+        if sinks is not None:
+            sinks.summary(res)
+            sinks.close(res["status"])
+    return res
+
+
+def _run_stages(cfg: Any, run_dir: Path, res: dict):
+    import torch
+
+    from . import device as dev
+    from .model import build_model
+    from .stages import model_figures
+
+    device = dev.setup(cfg.device)
+    dtype = dev.resolve_dtype(cfg.device)
+    model = build_model(cfg)
+    res["env"] = dev.describe(device, dtype)
+    res["model"] = model_figures(cfg, model)
+    write_results(run_dir, res)  # a crash from here on still leaves the config and model figures
+    from .tracking import make_sinks
+
+    sinks = make_sinks(cfg, run_dir, append=bool(cfg.train.resume))
+    if "bench" in cfg.stages:
+        from .bench.suite import run_bench
+
+        res["bench"], env_extra = run_bench(cfg, model, device, dtype)
+        res["env"].update(env_extra)
+        write_results(run_dir, res)
+    if "train" in cfg.stages:
+        from .train.loop import run_train
+
+        torch.manual_seed(int(cfg.seed))
+        res["train"] = run_train(cfg, model, device, dtype, run_dir, sinks)
+        if res["train"].get("status", "ok") != "ok":
+            res["status"] = res["train"]["status"]
+            res["error"] = res["train"].get("error")
+    return sinks

@@ -1,0 +1,98 @@
+"""GPT: token embedding → positional scheme → N blocks → final norm → LM head.
+
+Readable top to bottom; every ablation axis is a component picked by name from
+its registry, so this file has no per-option branches.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import FFNS, NORMS, POSITIONAL
+from .attention import AttnContext, CausalSelfAttention, KVCache
+from .kernels import MaskSpec, get_kernel
+
+
+class Block(nn.Module):
+    """Pre-LN: x + f(norm(x)) (GPT-2). Post-LN: norm(x + f(x)) (Vaswani et al. 2017)."""
+
+    def __init__(self, attn: nn.Module, ffn: nn.Module, norm1: nn.Module, norm2: nn.Module, placement: str):
+        super().__init__()
+        self.attn, self.ffn, self.norm1, self.norm2 = attn, ffn, norm1, norm2
+        self.pre = placement == "pre"
+
+    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+        if self.pre:
+            x = x + self.attn(self.norm1(x), ctx, cache, layer)
+            return x + self.ffn(self.norm2(x))
+        x = self.norm1(x + self.attn(x, ctx, cache, layer))
+        return self.norm2(x + self.ffn(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: Any, n_kv_heads: int):
+        super().__init__()
+        m, a = cfg.model, cfg.attn
+        self.n_layers, self.n_kv_heads = m.n_layers, n_kv_heads
+        self.head_dim = m.d_model // a.n_heads
+        self.pre_norm = cfg.norm.placement == "pre"
+        self.wte = nn.Embedding(m.vocab_size, m.d_model)
+        self.pos = POSITIONAL.get(cfg.pos.name)(m.d_model, a.n_heads, m.context_length, base=cfg.pos.base)
+        self.drop = nn.Dropout(m.dropout)
+        norm = NORMS.get(cfg.norm.name)
+        ffn = FFNS.get(cfg.ffn.name)
+        self.blocks = nn.ModuleList(
+            Block(
+                CausalSelfAttention(m.d_model, a.n_heads, n_kv_heads, get_kernel(a.impl), a.window,
+                                    a.qkv_bias, a.dropout, m.dropout),
+                ffn(m.d_model, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout),
+                norm(m.d_model, cfg.norm.eps), norm(m.d_model, cfg.norm.eps), cfg.norm.placement,
+            )
+            for _ in range(m.n_layers)
+        )
+        # Post-LN blocks already end in a norm; a final norm is the pre-LN convention.
+        self.norm_f = norm(m.d_model, cfg.norm.eps) if self.pre_norm else nn.Identity()
+        self.lm_head = nn.Linear(m.d_model, m.vocab_size, bias=False)
+        if m.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """GPT-2 init: N(0, 0.02); residual output projections scaled by 1/sqrt(2·layers)."""
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.n_layers) if getattr(module, "residual_proj", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def init_cache(self, batch_size: int, max_len: int, device: Optional[torch.device] = None,
+                   dtype: Optional[torch.dtype] = None) -> KVCache:
+        """An empty KV cache for `max_len` tokens; GQA/MQA store only n_kv_heads."""
+        if self.pos.max_len is not None and max_len > self.pos.max_len:
+            raise ValueError(f"max_len={max_len} > model.context_length={self.pos.max_len} with pos=learned")
+        ref = self.wte.weight
+        return KVCache(self.n_layers, batch_size, self.n_kv_heads, max_len, self.head_dim,
+                       device or ref.device, dtype or ref.dtype)
+
+    def forward(self, idx: Tensor, cache: Optional[KVCache] = None) -> Tensor:
+        """idx (B, T) → logits (B, T, vocab). With a cache: logits for this chunk only,
+        positions continue after what the cache holds, and the cache is updated."""
+        B, T = idx.shape
+        offset = cache.pos if cache is not None else 0
+        if self.pos.max_len is not None and offset + T > self.pos.max_len:
+            raise ValueError(f"sequence length {offset + T} > model.context_length={self.pos.max_len} with pos=learned")
+        if cache is not None and offset + T > cache.max_len:
+            raise ValueError(f"KV cache full: {offset} + {T} tokens > max_len={cache.max_len}")
+        pos = torch.arange(offset, offset + T, device=idx.device)  # (T,)
+        x = self.drop(self.pos.embed(self.wte(idx), pos))  # (B, T, C)
+        ctx = AttnContext(spec=MaskSpec(q_offset=offset), rot=self.pos.rotary(pos), bias=self.pos.bias(pos, offset + T))
+        for i, block in enumerate(self.blocks):
+            x = block(x, ctx, cache, i)
+        if cache is not None:
+            cache.advance(T)
+        return self.lm_head(self.norm_f(x))  # (B, T, vocab)

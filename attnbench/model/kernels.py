@@ -1,0 +1,293 @@
+"""Attention kernels behind one signature.
+
+    kernel(q, k, v, *, spec, bias, scale, dropout) -> out
+    q: (B, H, T, D); k, v: (B, Hkv, S, D) with H % Hkv == 0; out: (B, H, T, D)
+
+`manual` is the plain reference every other kernel is tested against. A kernel
+declares what it cannot serve (device, bias, window, GQA, rotary, KV cache,
+backward) and `unsupported()` turns that into a config error before anything is
+allocated, so a kernel never silently falls back to another code path.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ..registry import KERNELS, POSITIONAL
+
+ALL_DEVICES = frozenset({"cpu", "cuda", "mps"})
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """Which keys each query may see. Query i sits at absolute position q_offset + i;
+    keys sit at 0..S-1 (the KV cache holds everything before the chunk)."""
+
+    causal: bool = True
+    window: Optional[int] = None  # query p sees keys p-window+1 .. p
+    q_offset: int = 0
+
+
+def allowed_mask(T: int, S: int, spec: MaskSpec, device: torch.device) -> Tensor:
+    """Boolean (T, S) mask, True = may attend. Vectorised: no Python loop per row."""
+    q_pos = torch.arange(spec.q_offset, spec.q_offset + T, device=device)[:, None]  # (T, 1)
+    k_pos = torch.arange(S, device=device)[None, :]  # (1, S)
+    ok = k_pos <= q_pos if spec.causal else torch.ones(T, S, dtype=torch.bool, device=device)
+    if spec.window is not None:
+        ok = ok & (q_pos - k_pos < spec.window)
+    return ok
+
+
+def additive_mask(T: int, S: int, spec: MaskSpec, bias: Optional[Tensor], dtype: torch.dtype, device) -> Tensor:
+    """Float mask: bias where allowed, -inf elsewhere. (H, T, S) with a bias, else (T, S)."""
+    ok = allowed_mask(T, S, spec, device)
+    base = bias.to(dtype) if bias is not None else torch.zeros(T, S, dtype=dtype, device=device)
+    return base.masked_fill(~ok, float("-inf"))
+
+
+class Kernel:
+    """Base class: capability flags + the check that turns them into config errors."""
+
+    name = "base"
+    devices: frozenset = ALL_DEVICES
+    backward_devices: frozenset = ALL_DEVICES
+    supports_bias = True
+    supports_window = True
+    supports_gqa = True
+    supports_rotary = True
+    supports_cache = True
+    owns_projection = False  # True: the kernel runs the projections itself (nn.MultiheadAttention)
+
+    def unsupported(self, cfg: Any, device_type: str, n_kv_heads: int) -> Optional[str]:
+        """One-line reason this kernel cannot serve the config, or None."""
+        if device_type not in self.devices:
+            return f"not available on {device_type} (runs on {sorted(self.devices)})"
+        if POSITIONAL.get(cfg.pos.name).needs_bias and not self.supports_bias:
+            return f"cannot add an attention bias, so not pos={cfg.pos.name}"
+        if POSITIONAL.get(cfg.pos.name).rotates and not self.supports_rotary:
+            return f"cannot rotate q/k inside its projections, so not pos={cfg.pos.name}"
+        if cfg.attn.window is not None and not self.supports_window:
+            return "cannot apply a sliding window (attn.window must be null)"
+        if n_kv_heads != cfg.attn.n_heads and not self.supports_gqa:
+            return f"needs n_kv_heads = n_heads, so not attn={cfg.attn.name}"
+        wants_cache = "bench" in cfg.stages and {"prefill", "decode"} & set(cfg.bench.modes)
+        if wants_cache and not self.supports_cache:
+            return "has no KV cache; drop prefill/decode from bench.modes"
+        wants_grad = "train" in cfg.stages or ("bench" in cfg.stages and "train_step" in cfg.bench.modes)
+        if wants_grad and device_type not in self.backward_devices:
+            return f"has no backward on {device_type}; use stages=[bench] bench.modes=[forward,prefill,decode]"
+        return self._extra_unsupported(cfg, device_type)
+
+    def _extra_unsupported(self, cfg: Any, device_type: str) -> Optional[str]:
+        return None
+
+
+def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
+                     scale: float, dropout: float = 0.0) -> Tensor:
+    """Explicit softmax(q kᵀ · scale + bias, masked) v. GQA by a grouped reshape (no K/V copy)."""
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    G = H // Hkv
+    qg = q.view(B, Hkv, G, T, D)  # (B, Hkv, G, T, D): query heads grouped by their KV head
+    scores = (qg @ k.unsqueeze(2).transpose(-2, -1)) * scale  # (B, Hkv, G, T, S)
+    if bias is not None:
+        scores = scores + bias.view(Hkv, G, T, S).to(scores.dtype)
+    scores = scores.masked_fill(~allowed_mask(T, S, spec, q.device), float("-inf"))
+    att = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    if dropout > 0:
+        att = F.dropout(att, p=dropout)
+    return (att @ v.unsqueeze(2)).reshape(B, H, T, D)  # (B, Hkv, G, T, D) -> (B, H, T, D)
+
+
+@KERNELS.register("manual")
+class ManualKernel(Kernel):
+    """Reference: materialises the (T, S) score matrix (O(T²) memory)."""
+
+    name = "manual"
+
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
+        return manual_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout)
+
+
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
+                   scale: float, dropout: float = 0.0) -> Tensor:
+    """F.scaled_dot_product_attention with the cheapest correct mask.
+
+    `is_causal=True` is only used when T == S and no offset: SDPA aligns its causal
+    mask to the top-left, which is wrong for a chunk decoded after a KV cache."""
+    T, S = q.shape[2], k.shape[2]
+    kw = dict(scale=scale, dropout_p=dropout, enable_gqa=k.shape[1] != q.shape[1])
+    plain = bias is None and spec.window is None and spec.causal
+    if plain and spec.q_offset == 0 and T == S:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)
+    if plain and T == 1 and spec.q_offset + 1 == S:  # one decode step sees every cached key
+        return F.scaled_dot_product_attention(q, k, v, **kw)
+    if bias is None:
+        mask = allowed_mask(T, S, spec, q.device)  # (T, S) bool
+    else:
+        mask = additive_mask(T, S, spec, bias, q.dtype, q.device)  # (H, T, S)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
+
+
+@KERNELS.register("sdpa")
+class SDPAKernel(Kernel):
+    """PyTorch SDPA; PyTorch picks the backend (flash / efficient / math)."""
+
+    name = "sdpa"
+    backend: Optional[SDPBackend] = None
+
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
+        if self.backend is None:
+            return sdpa_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout)
+        with sdpa_kernel(self.backend):  # pinned: a fallback raises instead of lying in a timing
+            return sdpa_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout)
+
+
+@KERNELS.register("sdpa_math")
+class SDPAMathKernel(SDPAKernel):
+    """SDPA pinned to the math backend (materialises scores, like `manual`)."""
+
+    name = "sdpa_math"
+    backend = SDPBackend.MATH
+
+
+@KERNELS.register("sdpa_flash")
+class SDPAFlashKernel(SDPAKernel):
+    """SDPA pinned to FlashAttention (Dao et al. 2022). On CPU it takes a boolean mask
+    but no float bias; on CUDA it takes no mask at all (causal only)."""
+
+    name = "sdpa_flash"
+    backend = SDPBackend.FLASH_ATTENTION
+    devices = frozenset({"cpu", "cuda"})
+    supports_bias = False
+
+    def _extra_unsupported(self, cfg, device_type):
+        if device_type == "cuda" and cfg.attn.window is not None:
+            return "takes no mask on cuda, so no sliding window (attn.window must be null)"
+        return None
+
+
+@KERNELS.register("sdpa_efficient")
+class SDPAEfficientKernel(SDPAKernel):
+    """SDPA pinned to memory-efficient attention (xFormers, Rabe & Staats 2021); CUDA only."""
+
+    name = "sdpa_efficient"
+    backend = SDPBackend.EFFICIENT_ATTENTION
+    devices = frozenset({"cuda"})
+
+
+@KERNELS.register("wrapper")
+class WrapperKernel(Kernel):
+    """The textbook MultiHeadAttentionWrapper: each head attends on its own, results
+    concatenated. Same parameters as every other kernel; the slow baseline."""
+
+    name = "wrapper"
+
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
+        H, Hkv = q.shape[1], k.shape[1]
+        G = H // Hkv
+        heads = []
+        for h in range(H):
+            kv = slice(h // G, h // G + 1)
+            b = bias[h : h + 1] if bias is not None else None
+            heads.append(manual_attention(q[:, h : h + 1], k[:, kv], v[:, kv], spec=spec, bias=b,
+                                          scale=scale, dropout=dropout))
+        return torch.cat(heads, dim=1)  # (B, H, T, D)
+
+
+@KERNELS.register("torch_mha")
+class TorchMHAKernel(Kernel):
+    """nn.MultiheadAttention's functional form run on the module's own qkv/out weights.
+    It projects internally, so it cannot rotate q/k (RoPE), group KV heads or use a cache."""
+
+    name = "torch_mha"
+    supports_gqa = False
+    supports_rotary = False
+    supports_cache = False
+    owns_projection = True
+
+    def module_forward(self, attn: Any, x: Tensor, spec: MaskSpec, bias: Optional[Tensor]) -> Tensor:
+        B, T, C = x.shape
+        if bias is None:
+            mask = ~allowed_mask(T, T, spec, x.device)  # nn.MHA: True = masked out
+        else:  # (B*H, T, T), as nn.MultiheadAttention wants a per-head float mask
+            mask = additive_mask(T, T, spec, bias, x.dtype, x.device).repeat(B, 1, 1)
+        xt = x.transpose(0, 1)  # (T, B, C)
+        out, _ = F.multi_head_attention_forward(
+            xt, xt, xt, C, attn.n_heads, attn.qkv.weight, attn.qkv.bias, None, None, False,
+            attn.dropout if attn.training else 0.0, attn.out.weight, attn.out.bias,
+            training=attn.training, need_weights=False, attn_mask=mask,
+        )
+        return out.transpose(0, 1)  # (B, T, C), output projection already applied
+
+
+@KERNELS.register("flex")
+class FlexKernel(Kernel):
+    """FlexAttention: block-sparse masks for causal/window (a banded window skips whole
+    blocks) and a score_mod for the bias. No backward on CPU. Compiled on CUDA or when
+    `device.compile=true` (eager flex materialises scores and is only a correctness path)."""
+
+    name = "flex"
+    backward_devices = frozenset({"cuda"})
+    devices = frozenset({"cpu", "cuda"})
+    compile = os.environ.get("ATTNBENCH_FLEX_COMPILE", "0") == "1"
+
+    def __init__(self):
+        self._masks: dict = {}
+        self._compiled = None
+
+    def _extra_unsupported(self, cfg, device_type):
+        return "has no attention dropout (attn.dropout must be 0)" if cfg.attn.dropout > 0 else None
+
+
+    def _block_mask(self, T: int, S: int, spec: MaskSpec, device):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        key = (T, S, spec, str(device))
+        if key not in self._masks:
+            off, win = spec.q_offset, spec.window
+
+            def mask_mod(b, h, qi, ki):
+                ok = ki <= qi + off if spec.causal else ki >= 0
+                return ok & (qi + off - ki < win) if win is not None else ok
+
+            if len(self._masks) > 64:
+                self._masks.clear()
+            self._masks[key] = create_block_mask(mask_mod, None, None, T, S, device=str(device))
+        return self._masks[key]
+
+    def _fn(self, device: torch.device):
+        from torch.nn.attention.flex_attention import flex_attention
+
+        if not (self.compile or device.type == "cuda"):
+            return flex_attention
+        if self._compiled is None:
+            self._compiled = torch.compile(flex_attention, dynamic=False)
+        return self._compiled
+
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
+        if dropout > 0:
+            raise ValueError("attn.impl=flex: attention dropout is not supported (set attn.dropout=0)")
+        T, S = q.shape[2], k.shape[2]
+        score_mod = None
+        if bias is not None:
+            def score_mod(score, b, h, qi, ki):
+                return score + bias[h, qi, ki]
+        return self._fn(q.device)(q, k, v, score_mod=score_mod, block_mask=self._block_mask(T, S, spec, q.device),
+                                  scale=scale, enable_gqa=k.shape[1] != q.shape[1])
+
+
+def get_kernel(name: str) -> Kernel:
+    """A fresh kernel instance (kernels may hold per-instance caches)."""
+    return KERNELS.get(name)()
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

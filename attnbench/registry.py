@@ -1,0 +1,52 @@
+"""Name → component registries, one per ablation axis.
+
+Registered names are the public interface (config values, result labels, W&B
+groups), so a lookup failure says which field was wrong and what is allowed.
+"""
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+from .config import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, key: str):
+        self.key = key  # the config key users set, e.g. "attn.impl"
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._items:
+                raise KeyError(f"{self.key}: '{name}' registered twice")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise ConfigError(f"{self.key}={name}: unknown option; choose from [{', '.join(self.names())}]") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+
+KERNELS: Registry = Registry("attn.impl")
+POSITIONAL: Registry = Registry("pos")
+NORMS: Registry = Registry("norm")
+FFNS: Registry = Registry("ffn")
+
+REGISTRIES = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}
+
+
+def _load_components() -> None:
+    # Importing the modules fills the registries.
+    from .model import ffn, kernels, norm, position  # noqa: F401
+
+
+_load_components()
