@@ -1,0 +1,71 @@
+"""Validation of the `train` and `data` config groups (called from config.validate).
+
+Pure config checks: nothing is downloaded or allocated here. Each failure is a
+one-line ConfigError naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import ConfigError
+from .data import DATASETS, TOKENIZERS
+
+
+def _at_least(key: str, value: Any, low: float, integer: bool = True) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+        raise ConfigError(f"{key}={value}: must be {'an integer' if integer else 'a number'} >= {low}")
+
+
+def check_train(tc: Any) -> None:
+    for key, low in (("steps", 0), ("batch_size", 1), ("seq_len", 1), ("warmup_steps", 0), ("eval_every", 0),
+                     ("eval_batches", 1), ("log_every", 1), ("checkpoint_every", 0), ("sample_tokens", 0)):
+        _at_least(f"train.{key}", tc[key], low)
+    for key in ("weight_decay", "grad_clip"):
+        _at_least(f"train.{key}", tc[key], 0, integer=False)
+    if not tc.lr > 0:
+        raise ConfigError(f"train.lr={tc.lr}: must be > 0")
+    if not 0 <= tc.min_lr_ratio <= 1:
+        raise ConfigError(f"train.min_lr_ratio={tc.min_lr_ratio}: must be in [0, 1]")
+    for key in ("beta1", "beta2"):
+        if not 0 <= tc[key] < 1:
+            raise ConfigError(f"train.{key}={tc[key]}: must be in [0, 1)")
+    for t in tc.eval_seq_lens:
+        _at_least("train.eval_seq_lens", t, 1)
+
+
+def check_data(cfg: Any) -> None:
+    d = cfg.data
+    if d.name not in DATASETS:
+        raise ConfigError(f"data={d.name}: unknown option; choose from [{', '.join(DATASETS)}]")
+    if d.name == "synthetic":
+        return check_synthetic(cfg)
+    if d.tokenizer not in TOKENIZERS:
+        raise ConfigError(f"data.tokenizer={d.tokenizer}: not allowed; choose from [{', '.join(TOKENIZERS)}]")
+    if not 0 < d.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction={d.val_fraction}: must be in (0, 1)")
+    if d.path is None and (d.name == "text" or not d.url):
+        raise ConfigError(f"data.path=null: data={d.name} needs data.path=/path/to/file.txt")
+    if d.path is not None and not Path(d.path).expanduser().is_file():
+        raise ConfigError(f"data.path={d.path}: no such file")
+
+
+def check_synthetic(cfg: Any) -> None:
+    d, T = cfg.data, cfg.train.seq_len
+    _at_least("data.n_pairs", d.n_pairs, 1)
+    if d.n_queries is not None and not (isinstance(d.n_queries, int) and 1 <= d.n_queries <= d.n_pairs):
+        raise ConfigError(f"data.n_queries={d.n_queries}: must be an integer in [1, data.n_pairs={d.n_pairs}] or null")
+    n_keys = (d.vocab_size - 1) // 2  # token 0 is padding; keys and values split the rest
+    if n_keys < d.n_pairs or d.vocab_size - 1 - n_keys < 1:
+        raise ConfigError(f"data.vocab_size={d.vocab_size}: needs >= {2 * d.n_pairs + 1} "
+                          f"(padding + {d.n_pairs} distinct keys + values)")
+    need = 2 * (d.n_pairs + (d.n_queries or d.n_pairs))
+    if T < need:
+        raise ConfigError(f"train.seq_len={T}: data=synthetic needs >= {need} (2 x (data.n_pairs + data.n_queries))")
+
+
+def check(cfg: Any) -> None:
+    """All train/data checks; only meaningful when the train stage runs."""
+    check_train(cfg.train)
+    check_data(cfg)

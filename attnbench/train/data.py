@@ -1,0 +1,215 @@
+"""Language-modelling data: synthetic associative recall, Tiny Shakespeare, any text file.
+
+Every dataset hands out batches as (x, y) LongTensors of shape (B, T) where
+y[t] is the target for the prediction made at x[..t]; positions that carry no
+learnable target hold IGNORE (cross-entropy's ignore_index).
+
+Training batches are a pure function of (seed, step), so the data position of a
+run is its step number: resuming from a checkpoint replays exactly the batches
+an uninterrupted run would have seen, with no iterator state to save.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import read_write
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100  # F.cross_entropy's default ignore_index
+DATASETS = ("synthetic", "shakespeare", "text")
+TOKENIZERS = ("char", "byte")
+_VAL_STREAM = 1  # stream ids keep validation batches disjoint from the training stream
+
+
+def step_generator(seed: int, stream: int, step: int) -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, stream, step)."""
+    mixed = (int(seed) * 0x9E3779B97F4A7C15 + stream * 0xBF58476D1CE4E5B9 + step) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+class LMData:
+    """Interface shared by the datasets below."""
+
+    name: str = "base"
+    vocab_size: int
+    metric_name: str  # recall_acc | bpc
+
+    def train_batch(self, step: int, batch_size: int, seq_len: int) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def val_batches(self, n_batches: int, batch_size: int, seq_len: int) -> list[tuple[Tensor, Tensor]]:
+        raise NotImplementedError
+
+    def not_applicable(self, seq_len: int) -> Optional[str]:
+        """Why this dataset cannot be evaluated at `seq_len`, or None."""
+        return None
+
+    def describe(self) -> dict:
+        return {"name": self.name, "vocab_size": self.vocab_size}
+
+
+# ----------------------------------------------------------------------------- synthetic
+class AssociativeRecall(LMData):
+    """Multi-query associative recall (MQAR; Arora et al. 2023, "Zoology").
+
+    Layout of one sequence of length T with p pairs and q queries::
+
+        k1 v1 k2 v2 … kp vp  0 0 … 0  ka va kb vb …      (queries: the last 2q tokens)
+        └──── context: 2p ────┘ pad   └──── queries ───┘
+
+    Token 0 is padding, keys and values come from disjoint id ranges, keys are
+    distinct within a sequence. Queries sit at the end, so the nearest value a
+    query must recall lies at least `min_distance(T)` positions back: a model
+    whose receptive field (layers · (window − 1)) is shorter cannot recall at
+    all, however long it trains. Only the answer positions (a query key → its
+    value) carry a target: every other next token is random by construction, so
+    supervising it adds irreducible loss and gradient noise and no signal.
+    """
+
+    name = "synthetic"
+    metric_name = "recall_acc"
+
+    def __init__(self, vocab_size: int, n_pairs: int, n_queries: Optional[int], seed: int):
+        self.vocab_size = vocab_size
+        self.n_pairs = n_pairs
+        self.n_queries = n_queries or n_pairs
+        self.n_keys = (vocab_size - 1) // 2  # ids 1 .. n_keys
+        self.n_values = vocab_size - 1 - self.n_keys  # ids n_keys+1 .. vocab_size-1
+        self.seed = seed
+
+    def min_len(self) -> int:
+        return 2 * (self.n_pairs + self.n_queries)
+
+    def min_distance(self, seq_len: int) -> int:
+        """Positions between the first query and the last context value."""
+        return (seq_len - 2 * self.n_queries) - (2 * self.n_pairs - 1)
+
+    def not_applicable(self, seq_len: int) -> Optional[str]:
+        if seq_len < self.min_len():
+            return f"shorter than the {self.min_len()} tokens of {self.n_pairs} pairs + {self.n_queries} queries"
+        return None
+
+    def generate(self, g: torch.Generator, n: int, T: int) -> tuple[Tensor, Tensor]:
+        p, q = self.n_pairs, self.n_queries
+        keys = torch.rand(n, self.n_keys, generator=g).argsort(dim=1)[:, :p] + 1  # (n, p) distinct
+        vals = torch.randint(self.n_values, (n, p), generator=g) + 1 + self.n_keys  # (n, p)
+        which = torch.rand(n, p, generator=g).argsort(dim=1)[:, :q]  # (n, q) pairs being queried
+        q_keys, q_vals = keys.gather(1, which), vals.gather(1, which)  # (n, q)
+        x = torch.zeros(n, T, dtype=torch.long)
+        y = torch.full((n, T), IGNORE, dtype=torch.long)
+        x[:, 0 : 2 * p : 2], x[:, 1 : 2 * p : 2] = keys, vals
+        start = T - 2 * q
+        x[:, start::2], x[:, start + 1 :: 2] = q_keys, q_vals
+        y[:, start::2] = q_vals  # at a query key, the next token is its value
+        return x, y
+
+    def train_batch(self, step, batch_size, seq_len):
+        return self.generate(step_generator(self.seed, 0, step), batch_size, seq_len)
+
+    def val_batches(self, n_batches, batch_size, seq_len):
+        g = step_generator(self.seed, _VAL_STREAM, seq_len)
+        return [self.generate(g, batch_size, seq_len) for _ in range(n_batches)]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "n_pairs": self.n_pairs, "n_queries": self.n_queries,
+                "chance_acc": 1.0 / self.n_pairs}
+
+
+# ----------------------------------------------------------------------------- text
+class TextData(LMData):
+    """A character- or byte-level corpus: first (1 − val_fraction) train, the rest validation."""
+
+    metric_name = "bpc"
+
+    def __init__(self, text: str, tokenizer: str, val_fraction: float, seed: int, name: str = "text"):
+        self.name, self.tokenizer, self.seed = name, tokenizer, seed
+        if tokenizer == "byte":
+            raw = text.encode("utf-8")
+            self.vocab_size = 256
+            ids = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
+            self.itos: Optional[list[str]] = None
+        else:
+            self.itos = sorted(set(text))  # the vocabulary of the whole file, as nanoGPT does
+            self.vocab_size = len(self.itos)
+            stoi = {ch: i for i, ch in enumerate(self.itos)}
+            ids = torch.tensor([stoi[ch] for ch in text], dtype=torch.long)
+        split = int(len(ids) * (1.0 - val_fraction))
+        self.train_ids, self.val_ids = ids[:split], ids[split:]
+
+    @staticmethod
+    def _windows(ids: Tensor, starts: Tensor, T: int) -> tuple[Tensor, Tensor]:
+        idx = starts[:, None] + torch.arange(T + 1)[None, :]  # (B, T+1)
+        chunk = ids[idx]
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def train_batch(self, step, batch_size, seq_len):
+        g = step_generator(self.seed, 0, step)
+        starts = torch.randint(len(self.train_ids) - seq_len, (batch_size,), generator=g)
+        return self._windows(self.train_ids, starts, seq_len)
+
+    def not_applicable(self, seq_len: int) -> Optional[str]:
+        if len(self.val_ids) < seq_len + 1:
+            return f"validation split has only {len(self.val_ids)} tokens"
+        return None
+
+    def val_batches(self, n_batches, batch_size, seq_len):
+        """Evenly spaced windows over the validation split (fixed, so evals are comparable)."""
+        n = n_batches * batch_size
+        starts = torch.linspace(0, len(self.val_ids) - seq_len - 1, n).long()
+        return [self._windows(self.val_ids, starts[i : i + batch_size], seq_len) for i in range(0, n, batch_size)]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.itos is None:
+            return bytes(ids).decode("utf-8", errors="replace")
+        return "".join(self.itos[i] for i in ids)
+
+    def prompt(self) -> list[int]:
+        """A one-token prompt: a newline if the corpus has one, else its first token."""
+        if self.itos is not None and "\n" in self.itos:
+            return [self.itos.index("\n")]
+        return [10] if self.itos is None else [int(self.train_ids[0])]
+
+    def describe(self) -> dict:
+        return {**super().describe(), "tokenizer": self.tokenizer, "train_tokens": len(self.train_ids),
+                "val_tokens": len(self.val_ids)}
+
+
+# ----------------------------------------------------------------------------- entry point
+def load_data(cfg: Any) -> LMData:
+    """The dataset named by `cfg.data` (downloads Tiny Shakespeare once if needed)."""
+    d = cfg.data
+    if d.name == "synthetic":
+        return AssociativeRecall(int(d.vocab_size), int(d.n_pairs), d.n_queries, int(cfg.seed))
+    if d.path:
+        path = Path(d.path).expanduser()
+    else:  # shakespeare without a local copy
+        from .download import cache_dir, fetch
+
+        path = fetch(d.url, d.sha256, cache_dir(d.cache_dir), f"{d.name}.txt")
+    if d.name == "shakespeare" and d.sha256 and d.path:
+        from .download import sha256_of
+
+        if sha256_of(path) != d.sha256:
+            log.warning("data.path=%s is not the canonical Tiny Shakespeare (SHA-256 differs)", path)
+    text = path.read_text(encoding="utf-8")
+    return TextData(text, d.tokenizer, float(d.val_fraction), int(cfg.seed), name=d.name)
+
+
+def prepare_data(cfg: Any) -> LMData:
+    """Load the dataset once and make `model.vocab_size` the data's vocabulary size."""
+    data = load_data(cfg)
+    if cfg.model.vocab_size != data.vocab_size:
+        log.info("model.vocab_size %s -> %d (from data=%s)", cfg.model.vocab_size, data.vocab_size, data.name)
+        with read_write(cfg):
+            cfg.model.vocab_size = data.vocab_size
+    return data
+
+
+def bits_per_token(loss_nats: Optional[float]) -> Optional[float]:
+    return None if loss_nats is None else loss_nats / math.log(2)

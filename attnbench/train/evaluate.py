@@ -1,0 +1,99 @@
+"""Evaluation on fixed validation batches, at several lengths, and text sampling with the KV cache."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..device import autocast
+from .data import IGNORE, LMData, TextData
+
+SAMPLE_TEMPERATURE = 0.8
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: list[tuple[Tensor, Tensor]], device: torch.device,
+             dtype: torch.dtype) -> dict[str, float]:
+    """Mean loss (nats per supervised token) and next-token accuracy over the batches."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    count = torch.zeros((), device=device, dtype=torch.long)
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with autocast(device, dtype):
+            logits = model(x)  # (B, T, V)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+        mask = y != IGNORE
+        correct += (logits.argmax(-1) == y)[mask].sum()
+        count += mask.sum()
+    model.train(was_training)
+    n = max(1, int(count))
+    return {"loss": float(loss_sum) / n, "acc": int(correct) / n}
+
+
+def metric_of(data: LMData, ev: dict[str, float]) -> float:
+    """The dataset's headline metric: recall accuracy, or bits per character (token)."""
+    return ev["acc"] if data.metric_name == "recall_acc" else ev["loss"] / math.log(2)
+
+
+def length_reason(model: nn.Module, data: LMData, seq_len: int, context_length: int) -> Optional[str]:
+    """Why the model cannot be evaluated at `seq_len`, or None."""
+    max_len = getattr(getattr(model, "pos", None), "max_len", None)
+    if max_len is not None and seq_len > max_len:
+        return f"length {seq_len} > model.context_length={context_length}: learned positions have no embedding there"
+    return data.not_applicable(seq_len)
+
+
+def eval_lengths(model: nn.Module, data: LMData, cfg: Any, device: torch.device, dtype: torch.dtype,
+                 known: Optional[dict] = None) -> tuple[dict, dict, dict]:
+    """val loss and metric at train.seq_len and every train.eval_seq_lens entry.
+
+    Returns ({len: loss | None}, {len: metric | None}, {len: reason}) keyed by str(len).
+    `known` is an evaluation already made at train.seq_len (reused, not repeated)."""
+    tc = cfg.train
+    lengths = sorted({int(tc.seq_len), *(int(t) for t in tc.eval_seq_lens)})
+    losses, metrics, na = {}, {}, {}
+    for T in lengths:
+        reason = length_reason(model, data, T, int(cfg.model.context_length))
+        if reason:
+            losses[str(T)], metrics[str(T)], na[str(T)] = None, None, reason
+            continue
+        if known is not None and T == int(tc.seq_len):
+            ev = known
+        else:
+            ev = evaluate(model, data.val_batches(int(tc.eval_batches), int(tc.batch_size), T), device, dtype)
+        losses[str(T)], metrics[str(T)] = ev["loss"], metric_of(data, ev)
+    return losses, metrics, na
+
+
+@torch.no_grad()
+def sample_text(model: nn.Module, data: TextData, n_tokens: int, max_len: int, device: torch.device,
+                dtype: torch.dtype, seed: int) -> str:
+    """Generate `n_tokens` after a one-token prompt, one token per forward through the KV cache.
+
+    When the cache is full, the most recent half of the text is prefilled into a fresh
+    cache, so a model with learned positions can write past its context length."""
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(int(seed))  # sampling on CPU keeps it device-independent
+    out = list(data.prompt())
+    max_len = max(2, min(max_len, len(out) + n_tokens))
+    cache = model.init_cache(1, max_len, device=device, dtype=dtype)  # k/v come out of autocast in `dtype`
+    with autocast(device, dtype):
+        logits = model(torch.tensor([out], device=device), cache=cache)  # (1, T, V)
+        for _ in range(n_tokens):
+            probs = torch.softmax(logits[0, -1].float() / SAMPLE_TEMPERATURE, dim=-1).cpu()
+            out.append(int(torch.multinomial(probs, 1, generator=g)))
+            if cache.pos >= max_len:
+                cache = model.init_cache(1, max_len, device=device, dtype=dtype)
+                logits = model(torch.tensor([out[-(max_len // 2):]], device=device), cache=cache)
+            else:
+                logits = model(torch.tensor([[out[-1]]], device=device), cache=cache)  # (1, 1, V)
+    model.train(was_training)
+    return data.decode(out)

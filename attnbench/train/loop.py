@@ -1,0 +1,206 @@
+"""The training stage: AdamW + warm-up/cosine, clipping, autocast, checkpoints, graceful stop.
+
+`run_train` never raises for a run that went wrong in an expected way: a
+non-finite loss ends it as `diverged` (with the step), a signal as
+`interrupted` (after saving a checkpoint); the returned dict is the `train`
+section of results.json. Logging and evaluation stay outside the timed region.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..config import config_hash
+from ..device import autocast
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .data import IGNORE, LMData, TextData, prepare_data
+from .evaluate import eval_lengths, evaluate, metric_of, sample_text
+from .interrupt import GracefulStop
+from .schedule import build_optimizer, lr_at
+
+log = logging.getLogger(__name__)
+
+LOSS_WINDOW = 10  # train_loss in the result = mean of the last LOSS_WINDOW steps
+
+
+@dataclass
+class Progress:
+    """Counters that survive a resume (saved in the checkpoint)."""
+
+    step: int = 0
+    tokens: int = 0
+    train_s: float = 0.0
+    recent: list = field(default_factory=list)  # the last LOSS_WINDOW train losses
+    last_val: Optional[dict] = None  # {"step", "loss", "acc"} of the latest evaluation
+
+
+@dataclass
+class Trainer:
+    cfg: Any
+    model: nn.Module
+    forward: nn.Module  # the model, or its torch.compile'd wrapper
+    data: LMData
+    device: torch.device
+    dtype: torch.dtype
+    opt: torch.optim.Optimizer
+    scaler: Any
+    run_dir: Path
+    sinks: Any
+    val_batches: list
+    prog: Progress = field(default_factory=Progress)
+
+    def train_step(self, step: int) -> tuple[float, float, float]:
+        """One update; returns (loss, grad norm, lr). Synchronises once (for the NaN check)."""
+        tc = self.cfg.train
+        x, y = self.data.train_batch(step, int(tc.batch_size), int(tc.seq_len))  # (B, T) each
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        lr = lr_at(step, tc)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.dtype):
+            logits = self.forward(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        clip = float(tc.grad_clip) if tc.grad_clip > 0 else float("inf")
+        gnorm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        loss_v, gnorm_v = torch.stack([loss.detach().float(), gnorm.float()]).tolist()
+        return loss_v, gnorm_v, lr
+
+    def validate(self) -> dict:
+        ev = evaluate(self.model, self.val_batches, self.device, self.dtype)
+        self.prog.last_val = {"step": self.prog.step, **ev}
+        return {"val_loss": ev["loss"], f"val_{self.data.metric_name}": metric_of(self.data, ev)}
+
+    def save(self) -> Path:
+        path = checkpoint_path(self.run_dir)
+        save_checkpoint(path, self.model, self.opt, self.scaler, asdict(self.prog), config_hash(self.cfg))
+        return path
+
+    def resume(self) -> Optional[int]:
+        """Load the run directory's checkpoint into this trainer; the step it resumes from, or None."""
+        path = checkpoint_path(self.run_dir)
+        obj = load_checkpoint(path, self.model, self.opt, self.scaler)
+        if obj is None:
+            log.info("train.resume=true but %s has no checkpoint; starting from step 0", self.run_dir)
+            return None
+        if obj["config_hash"] != config_hash(self.cfg):
+            log.warning("resuming from %s, written by a different config; results may differ from one run", path)
+        self.prog = Progress(**obj["counters"])
+        log.info("resumed from %s at step %d", path, self.prog.step)
+        return self.prog.step
+
+    def run(self, stop: GracefulStop) -> tuple[str, Optional[str], Optional[int]]:
+        """Train to train.steps; returns (status, error, diverged_step)."""
+        tc, p = self.cfg.train, self.prog
+        bar = tqdm(total=int(tc.steps), initial=p.step, unit="step", dynamic_ncols=True,
+                   disable=not sys.stderr.isatty())
+        tokens_per_step = int(tc.batch_size) * int(tc.seq_len)
+        try:
+            for step in range(p.step, int(tc.steps)):
+                t0 = time.perf_counter()
+                loss, gnorm, lr = self.train_step(step)
+                dt = time.perf_counter() - t0
+                p.step, p.tokens, p.train_s = step + 1, p.tokens + tokens_per_step, p.train_s + dt
+                if not math.isfinite(loss):
+                    return "diverged", f"train loss is {loss} at step {p.step} (train.lr={tc.lr})", p.step
+                p.recent = (p.recent + [loss])[-LOSS_WINDOW:]
+                self.after_step({"train_loss": loss, "lr": lr, "tokens_per_s": tokens_per_step / dt,
+                                 "grad_norm": gnorm}, bar)
+                if stop.requested:
+                    path = self.save()
+                    return "interrupted", (f"stopped by {stop.requested} at step {p.step}; checkpoint {path}; "
+                                           "rerun with train.resume=true to continue"), None
+        finally:
+            bar.close()
+        return "ok", None, None
+
+    def after_step(self, metrics: dict, bar: tqdm) -> None:
+        """Evaluation, logging, progress bar and periodic checkpoints (all outside the timed step)."""
+        tc, step = self.cfg.train, self.prog.step
+        if (tc.eval_every > 0 and step % tc.eval_every == 0) or step == tc.steps:
+            metrics.update(self.validate())
+            log.info("step %d/%d: %s", step, tc.steps, ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        if self.sinks is not None and (step % tc.log_every == 0 or "val_loss" in metrics):
+            self.sinks.log(metrics, step)
+        bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}", refresh=False)
+        bar.update(1)
+        if tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0:
+            self.save()
+
+
+def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype, run_dir: Path,
+              sinks: Any, data: Optional[LMData] = None) -> dict:
+    """Train `model` per `cfg.train` on `cfg.data`; returns the `train` section of results.json."""
+    t_start = time.perf_counter()
+    data = data if data is not None else prepare_data(cfg)
+    tc = cfg.train
+    model.to(device).train()
+    opt, opt_name = build_optimizer(model, tc, device)
+    trainer = Trainer(
+        cfg=cfg, model=model, forward=torch.compile(model) if cfg.device.compile else model, data=data,
+        device=device, dtype=dtype, opt=opt, run_dir=Path(run_dir), sinks=sinks,
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        val_batches=data.val_batches(int(tc.eval_batches), int(tc.batch_size), int(tc.seq_len)),
+    )
+    resumed_from = trainer.resume() if tc.resume else None
+    with GracefulStop() as stop:
+        status, error, diverged_step = trainer.run(stop)
+    res = {"status": status, "error": error, "optimizer": opt_name, "resumed_from_step": resumed_from,
+           "data": data.describe(), "checkpoint": None, "diverged_step": diverged_step}
+    res.update(_quality(trainer, status))
+    if status == "ok":
+        res["checkpoint"] = str(trainer.save())
+    elif status == "interrupted":
+        res["checkpoint"] = str(checkpoint_path(trainer.run_dir))
+    p = trainer.prog
+    res.update(steps=p.step, tokens=p.tokens, train_s=p.train_s, wall_s=time.perf_counter() - t_start,
+               tokens_per_s=p.tokens / p.train_s if p.train_s > 0 else None,
+               train_loss=sum(p.recent) / len(p.recent) if p.recent else None)
+    return res
+
+
+def _quality(tr: Trainer, status: str) -> dict:
+    """Validation figures; at every length and with a sample only when training finished."""
+    data, cfg, p = tr.data, tr.cfg, tr.prog
+    out: dict = {"metric_name": data.metric_name, "val_loss": None, "metric": None,
+                 "val_loss_by_len": {}, "metric_by_len": {}, "val_na": {}, "sample": None}
+    if status == "diverged":
+        return out
+    if status == "ok":
+        known = p.last_val if p.last_val and p.last_val["step"] == p.step else None
+        if known is None:
+            tr.validate()
+            known = p.last_val
+        by_len, metric_by_len, na = eval_lengths(tr.model, data, cfg, tr.device, tr.dtype, known)
+        out.update(val_loss_by_len=by_len, metric_by_len=metric_by_len, val_na=na)
+        if isinstance(data, TextData) and cfg.train.sample_tokens > 0:
+            out.update(_sample(tr, data))
+    if p.last_val is not None:
+        out["val_loss"] = p.last_val["loss"]
+        out["metric"] = metric_of(data, p.last_val)
+        if data.metric_name == "bpc":
+            out["perplexity"] = math.exp(p.last_val["loss"])
+    return out
+
+
+def _sample(tr: Trainer, data: TextData) -> dict:
+    kernel = tr.model.blocks[0].attn.kernel
+    if not getattr(kernel, "supports_cache", True):
+        return {"sample_na": f"attn.impl={tr.cfg.attn.impl} has no KV cache"}
+    text = sample_text(tr.model, data, int(tr.cfg.train.sample_tokens), int(tr.cfg.model.context_length),
+                       tr.device, tr.dtype, int(tr.cfg.seed))
+    return {"sample": text}
