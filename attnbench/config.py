@@ -102,7 +102,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 8
     eval_seq_lens: list = field(default_factory=list)
-    log_every: int = 10
+    log_every: int = 1  # metrics.jsonl / W&B every N steps (eval steps always)
     checkpoint_every: int = 0  # 0 = only on interrupt and at the end
     resume: bool = False
     sample_tokens: int = 200
@@ -116,10 +116,9 @@ class DataConfig:
     sha256: Optional[str] = None
     cache_dir: Optional[str] = None
     tokenizer: str = "char"
-    vocab_size: int = 64  # synthetic: token ids available for keys and values
-    n_pairs: int = 8  # synthetic: key-value pairs per sequence
+    vocab_size: int = 64  # synthetic: vocabulary (0 = padding; keys and values split the rest)
+    n_pairs: int = 8  # synthetic: key-value pairs per sequence (sequence length = train.seq_len)
     n_queries: Optional[int] = None  # synthetic: null = n_pairs
-    seq_len: Optional[int] = None  # synthetic: null = train.seq_len
     val_fraction: float = 0.1
 
 
@@ -292,6 +291,10 @@ def validate(cfg: DictConfig) -> None:
     if problem:
         raise ConfigError(f"attn.impl={a.impl}: {problem}")
     _check_lengths(cfg)
+    if "train" in cfg.stages:
+        from .train.checks import check as check_train_and_data
+
+        check_train_and_data(cfg)
 
 
 def _axis_name(cfg: DictConfig, key: str) -> str:

@@ -76,6 +76,12 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict):
 
     device = dev.setup(cfg.device)
     dtype = dev.resolve_dtype(cfg.device)
+    data = None
+    if "train" in cfg.stages:  # the data fixes the vocabulary, so it is loaded before the model is built
+        from .train.data import prepare_data
+
+        data = prepare_data(cfg)
+        res["config"]["model"]["vocab_size"] = int(cfg.model.vocab_size)
     model = build_model(cfg)
     res["env"] = dev.describe(device, dtype)
     res["model"] = model_figures(cfg, model)
@@ -93,7 +99,7 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict):
         from .train.loop import run_train
 
         torch.manual_seed(int(cfg.seed))
-        res["train"] = run_train(cfg, model, device, dtype, run_dir, sinks)
+        res["train"] = run_train(cfg, model, device, dtype, run_dir, sinks, data=data)
         if res["train"].get("status", "ok") != "ok":
             res["status"] = res["train"]["status"]
             res["error"] = res["train"].get("error")
