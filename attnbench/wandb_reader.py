@@ -1,0 +1,140 @@
+"""Read a W&B run back from its local `.wandb` file, offline (wandb 0.31 has no public reader).
+
+The file is wandb-core's append-only transaction log: a 7-byte header (b":W&B",
+magic 0xBEE1 little-endian, version 0), then LevelDB-log framing in 32 KiB blocks.
+Each chunk is crc32 (4 bytes LE, over the type byte and the data), length (2 bytes
+LE), type (1 full, 2 first, 3 middle, 4 last) and data; a block tail shorter than a
+chunk header is zero padding. A record is one `wandb_internal_pb2.Record` protobuf.
+A truncated or corrupt tail ends the read, as in LevelDB.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
+BLOCK = 32 * 1024
+CHUNK = struct.Struct("<IHB")  # crc32, length, type
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def iter_payloads(data: bytes) -> Iterator[bytes]:
+    """The serialized records in a transaction log, reassembled from their chunks."""
+    if not data.startswith(HEADER):
+        raise ValueError("not a W&B transaction log (bad header)")
+    pos, parts = len(HEADER), []
+    while pos + CHUNK.size <= len(data):
+        if BLOCK - pos % BLOCK < CHUNK.size:  # zero padding at the end of a block
+            pos += BLOCK - pos % BLOCK
+            continue
+        crc, length, kind = CHUNK.unpack_from(data, pos)
+        body = data[pos + CHUNK.size: pos + CHUNK.size + length]
+        if kind == 0 or len(body) < length or zlib.crc32(bytes([kind]) + body) != crc:
+            return  # unwritten, truncated or corrupt tail
+        pos += CHUNK.size + length
+        parts = [body] if kind in (FULL, FIRST) else parts + [body]
+        if kind in (FULL, LAST):
+            yield b"".join(parts)
+            parts = []
+
+
+def iter_records(path: Path) -> Iterator[Any]:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    for payload in iter_payloads(Path(path).read_bytes()):
+        rec = pb.Record()
+        rec.ParseFromString(payload)
+        yield rec
+
+
+def has_exit_record(path: Path) -> bool:
+    try:
+        return any(r.WhichOneof("record_type") == "exit" for r in iter_records(path))
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class WandbRun:
+    """What a run logged: identity, config (dotted keys as logged), history rows, summary."""
+
+    path: Path
+    run_id: str = ""
+    project: str = ""
+    name: str = ""
+    group: str = ""
+    job_type: str = ""
+    tags: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    exit_code: Optional[int] = None  # None: the run never finished
+
+    def column(self, key: str) -> list:
+        """One history key over the rows that have it."""
+        return [row[key] for row in self.history if key in row]
+
+
+def _put(target: dict, item: Any) -> None:
+    """Apply one key/nested_key + value_json item; a multi-part nested_key is a nested dict."""
+    keys = list(item.nested_key) or [item.key]
+    for k in keys[:-1]:
+        target = target.setdefault(k, {})
+    target[keys[-1]] = json.loads(item.value_json)
+
+
+def _drop(target: dict, item: Any) -> None:
+    keys = list(item.nested_key) or [item.key]
+    for k in keys[:-1]:
+        target = target.get(k, {})
+    target.pop(keys[-1], None)
+
+
+def read_run(path: Path) -> WandbRun:
+    """Read one `.wandb` file, or the latest run under a directory (see `find_run_files`)."""
+    path = Path(path)
+    if path.is_dir():
+        files = find_run_files(path)
+        if not files:
+            raise FileNotFoundError(f"no W&B run file under {path}")
+        path = files[-1]
+    run = WandbRun(path=path)
+    for rec in iter_records(path):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            r = rec.run
+            run.run_id, run.project, run.name = r.run_id, r.project, r.display_name
+            run.group, run.job_type, run.tags = r.run_group, r.job_type, list(r.tags)
+            for item in r.config.update:
+                _put(run.config, item)
+        elif kind == "config":
+            for item in rec.config.update:
+                _put(run.config, item)
+            for item in rec.config.remove:
+                _drop(run.config, item)
+        elif kind == "history":
+            row: dict = {}
+            for item in rec.history.item:
+                _put(row, item)
+            run.history.append(row)
+        elif kind == "summary":
+            for item in rec.summary.update:
+                _put(run.summary, item)
+            for item in rec.summary.remove:
+                _drop(run.summary, item)
+        elif kind == "exit":
+            run.exit_code = rec.exit.exit_code
+    run.config.pop("_wandb", None)
+    return run
+
+
+def find_run_files(run_dir: Path) -> list[Path]:
+    """`.wandb` files of the runs under run_dir/wandb (offline-run-* and run-*), oldest first."""
+    root = Path(run_dir)
+    root = root if root.name == "wandb" else root / "wandb"
+    # folder names end in -<yyyymmdd_hhmmss>-<run id>; the mtime orders runs started in the same second
+    return sorted(root.glob("*run-*/run-*.wandb"), key=lambda p: (p.parent.name.split("-")[-2], p.stat().st_mtime))

@@ -1,0 +1,266 @@
+"""Weights & Biases sink: one W&B run per job, mirroring metrics.jsonl and results.json.
+
+Local files stay the source of truth; this sink only mirrors them and never takes a
+job down or hangs a sweep:
+- mode = logger.mode, else $WANDB_MODE, else offline (an explicit `init(mode=...)`
+  overrides WANDB_MODE inside wandb, so we resolve it ourselves);
+- online without credentials logs offline instead (never an interactive prompt);
+  online without network is bounded by logger.init_timeout_s, then falls back to offline;
+- every W&B error becomes one warning; the first one in log()/summary() stops mirroring;
+- close() finishes the run with a non-zero exit code for a failed job and waits (bounded)
+  until the run's `.wandb` file holds its exit record, because `finish()` can return earlier.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+MODES = ("offline", "online", "disabled")
+MAX_TAG_LEN = 64  # wandb.init rejects longer tags
+SUMMARY_SKIP = {"config", "bench", "schema"}  # sent as config / per-row keys / not a figure
+
+
+# ----------------------------------------------------------------------------- run identity
+def resolve_mode(cfg: Any) -> str:
+    mode = cfg.logger.mode or os.environ.get("WANDB_MODE") or "offline"
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # wandb's legacy spellings
+    if mode not in MODES:
+        log.warning("WANDB_MODE=%s: not one of %s; logging offline", mode, list(MODES))
+        return "offline"
+    return mode
+
+
+def sweep_dir() -> Optional[Path]:
+    """The multirun directory when running inside a Hydra multirun job (also under its launchers)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return None
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def run_group(cfg: Any) -> Optional[str]:
+    """logger.group, else the sweep ("<experiment>:multirun/<date>/<time>"), else the experiment name."""
+    if cfg.logger.group:
+        return str(cfg.logger.group)
+    sweep = sweep_dir()
+    if sweep is not None:
+        tail = "/".join(sweep.resolve().parts[-3:])  # multirun/<date>/<time> for the default layout
+        return f"{cfg.experiment}:{tail}" if cfg.experiment else tail
+    return str(cfg.experiment) if cfg.experiment else None
+
+
+def run_tags(cfg: Any) -> list[str]:
+    from .config import AXES
+
+    tags = [f"{axis}={cfg[axis].name}" for axis in AXES] + [str(t) for t in cfg.logger.tags]
+    if cfg.experiment:
+        tags.append(f"experiment={cfg.experiment}")
+    too_long = [t for t in tags if len(t) > MAX_TAG_LEN]
+    if too_long:
+        log.warning("W&B tags are cut to %d characters: %s", MAX_TAG_LEN, too_long)
+    return list(dict.fromkeys(t[:MAX_TAG_LEN] for t in tags))
+
+
+def flatten(obj: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """{"attn": {"n_heads": 4}} -> {"attn.n_heads": 4}; lists stay values."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        out.update(flatten(value, name, sep) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def flat_config(cfg: Any) -> dict[str, Any]:
+    """The resolved config with dotted keys (run table, parallel coordinates, grouping)."""
+    from .config import config_hash, resolve_layout, variant_name
+
+    data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    data.pop("hydra", None)
+    out = flatten(data)
+    out["attn.n_kv_heads_resolved"] = resolve_layout(cfg)  # n_kv_heads is null for MHA: plot this one
+    out["variant"] = variant_name(cfg)
+    out["config_hash"] = config_hash(cfg)
+    return out
+
+
+# ----------------------------------------------------------------------------- what is logged
+def _bench_key(row: dict) -> str:
+    return f"bench/{row.get('mode')}/T{row.get('seq_len')}"
+
+
+def summary_figures(results: dict) -> dict[str, Any]:
+    """results.json as W&B summary keys: bench/<mode>/T<len>/<key>, model/..., train/..., env/..., status."""
+    out: dict[str, Any] = {}
+    for key, value in results.items():
+        if key in SUMMARY_SKIP:
+            continue
+        out.update(flatten(value, key, "/") if isinstance(value, dict) else {key: value})
+    for row in results.get("bench") or []:
+        base = _bench_key(row)
+        out.update({f"{base}/{k}": v for k, v in row.items() if k not in ("mode", "seq_len")})
+    # W&B summaries hold scalars well; None, long lists and nested lists only add noise.
+    return {k: v for k, v in out.items() if v is not None and not isinstance(v, (list, tuple))}
+
+
+def bench_table(rows: list[dict]) -> Any:
+    import wandb
+
+    from .results import BENCH_KEYS
+
+    columns = list(BENCH_KEYS) + sorted({k for r in rows for k in r} - set(BENCH_KEYS))
+    return wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+
+
+# ----------------------------------------------------------------------------- credentials
+def has_credentials() -> bool:
+    """Whether online W&B would find an API key without prompting (env, .netrc, settings)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:  # wandb's own lookup, told not to prompt; an internal module, hence the fallback
+        import wandb
+        from wandb.sdk.lib import wbauth
+
+        host = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
+        found = wbauth.authenticate_session(host=host, source="attnbench", prompt=False, update_session=False)
+        return found is not None
+    except Exception as exc:
+        log.debug("W&B credential lookup failed: %s", exc)
+        return False
+
+
+def _source_git_root() -> Optional[str]:
+    """The attnbench checkout, so W&B records its commit even when runs/ is outside it."""
+    root = Path(__file__).resolve().parent.parent
+    return str(root) if (root / ".git").exists() else None
+
+
+# ----------------------------------------------------------------------------- the sink
+def init_kwargs(cfg: Any, run_dir: Path, mode: str) -> dict[str, Any]:
+    import wandb
+
+    from .config import variant_name
+
+    lc = cfg.logger
+    git_root = _source_git_root()
+    settings = wandb.Settings(
+        init_timeout=float(lc.init_timeout_s),  # online without network: fail after this, not ~90 s
+        finish_timeout=float(lc.finish_timeout_s),  # the local .wandb file keeps whatever did not upload
+        quiet=True, console="off",  # the job's own log already captures the console
+        x_disable_stats=not lc.system_stats,  # a sampler process would perturb CPU timings
+        git_root=git_root, disable_git=git_root is None,
+    )
+    return dict(
+        project=lc.project, entity=lc.entity, name=variant_name(cfg), group=run_group(cfg),
+        job_type="+".join(cfg.stages) or "build", tags=run_tags(cfg), config=flat_config(cfg),
+        dir=str(run_dir), mode=mode, reinit="finish_previous", settings=settings,
+    )
+
+
+class WandbSink:
+    """A Sink (see tracking.py) backed by one W&B run."""
+
+    def __init__(self, run: Any, wait_s: float):
+        self.run = run
+        self.wait_s = wait_s
+        self._mirroring = True
+        self._closed = False
+
+    @classmethod
+    def create(cls, cfg: Any, run_dir: Path) -> Optional["WandbSink"]:
+        """Start the job's W&B run; None when disabled or when W&B cannot start at all."""
+        mode = resolve_mode(cfg)
+        if mode == "disabled":
+            return None
+        if mode == "online" and not has_credentials():
+            log.warning("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline; "
+                        "upload later with `wandb sync %s/wandb/offline-run-*`", run_dir)
+            mode = "offline"
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        run = _start(cfg, run_dir, mode)
+        if run is None and mode == "online":
+            log.warning("W&B online init failed within logger.init_timeout_s=%s; logging offline instead",
+                        cfg.logger.init_timeout_s)
+            run = _start(cfg, run_dir, "offline")
+        return cls(run, wait_s=float(cfg.logger.finish_timeout_s)) if run is not None else None
+
+    def _guard(self, what: str, fn: Any, *args: Any) -> None:
+        if not self._mirroring:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:  # mirror only: warn once, stop mirroring, keep the job going
+            self._mirroring = False
+            log.warning("W&B %s failed; not mirroring the rest of this job (local files are complete): %s",
+                        what, _one_line(exc))
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self._guard("log", lambda: self.run.log(dict(metrics), step=int(step)))
+
+    def summary(self, results: dict[str, Any]) -> None:
+        def _write() -> None:
+            if isinstance(results.get("config"), dict):  # stages may fix values (e.g. the vocabulary)
+                self.run.config.update(flatten(results["config"]), allow_val_change=True)
+            self.run.summary.update(summary_figures(results))
+            if results.get("bench"):
+                self.run.log({"bench/table": bench_table(results["bench"])})
+
+        self._guard("summary", _write)
+
+    def close(self, status: str) -> None:
+        """Finish the run (exit code 1 unless ok) and wait until its file is complete. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.run.finish(exit_code=0 if status == "ok" else 1)
+        except Exception as exc:
+            log.warning("W&B finish failed (the run's local .wandb file may be incomplete): %s", _one_line(exc))
+            return
+        path = Path(self.run.settings.sync_file)
+        if not wait_for_exit_record(path, self.wait_s):
+            log.warning("W&B run file %s has no exit record after %.0f s", path, self.wait_s)
+        elif self.run.settings.mode == "offline":
+            log.info("W&B offline run: %s (upload with `wandb sync %s`)", path.parent, path.parent)
+
+
+def _start(cfg: Any, run_dir: Path, mode: str) -> Any:
+    try:
+        import wandb
+
+        return wandb.init(**init_kwargs(cfg, run_dir, mode))
+    except Exception as exc:  # includes wandb's own timeout and "no API key" errors
+        log.warning("W&B %s init failed: %s", mode, _one_line(exc))
+        return None
+
+
+def wait_for_exit_record(path: Path, timeout_s: float) -> bool:
+    """finish() can return before wandb-core wrote the end of the file: poll for the exit record."""
+    from .wandb_reader import has_exit_record
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        if has_exit_record(path):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
