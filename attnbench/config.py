@@ -129,8 +129,10 @@ class LoggerConfig:
     project: str = "attnbench"
     entity: Optional[str] = None
     tags: list = field(default_factory=list)
-    group: Optional[str] = None
-    init_timeout_s: float = 30.0
+    group: Optional[str] = None  # null = the sweep directory (multirun), else the experiment name
+    init_timeout_s: float = 30.0  # online without network: give up (and log offline) after this
+    finish_timeout_s: float = 60.0  # bound on the end-of-run upload and on waiting for the local file
+    system_stats: bool = False  # W&B's CPU/GPU sampler; off by default so it cannot perturb CPU timings
 
 
 @dataclass
@@ -279,6 +281,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"pos=rope: head_dim={m.d_model // a.n_heads} must be even (model.d_model / attn.n_heads)")
     _choose("norm.placement", cfg.norm.placement, ("pre", "post"))
     _choose("device.dtype", cfg.device.dtype, ("float32", "bfloat16", "float16"))
+    if cfg.logger.mode is not None:
+        _choose("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
     for stage in cfg.stages:
         _choose("stages", stage, ("bench", "train"))
     for mode in cfg.bench.modes:

@@ -45,7 +45,11 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
     sinks = None
     try:
         validate(cfg)
-        sinks = _run_stages(cfg, run_dir, res)
+        from .tracking import make_sinks
+
+        # Opened here, not inside the stages, so that a crash in a stage still closes them (W&B exit code).
+        sinks = make_sinks(cfg, run_dir, append=bool(cfg.train.resume))
+        _run_stages(cfg, run_dir, res, sinks)
         if res["status"] == "running":
             res["status"] = "ok"
     except ConfigError as exc:
@@ -67,7 +71,7 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
     return res
 
 
-def _run_stages(cfg: Any, run_dir: Path, res: dict):
+def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
     import torch
 
     from . import device as dev
@@ -86,9 +90,6 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict):
     res["env"] = dev.describe(device, dtype)
     res["model"] = model_figures(cfg, model)
     write_results(run_dir, res)  # a crash from here on still leaves the config and model figures
-    from .tracking import make_sinks
-
-    sinks = make_sinks(cfg, run_dir, append=bool(cfg.train.resume))
     if "bench" in cfg.stages:
         from .bench.suite import run_bench
 
@@ -103,4 +104,3 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict):
         if res["train"].get("status", "ok") != "ok":
             res["status"] = res["train"]["status"]
             res["error"] = res["train"].get("error")
-    return sinks
