@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
 MAX_TAG_LEN = 64  # wandb.init rejects longer tags
 SUMMARY_SKIP = {"config", "bench", "schema"}  # sent as config / per-row keys / not a figure
+_online_failed = False  # set when online init failed once in this process
 
 
 # ----------------------------------------------------------------------------- run identity
@@ -182,9 +183,12 @@ class WandbSink:
     @classmethod
     def create(cls, cfg: Any, run_dir: Path) -> Optional["WandbSink"]:
         """Start the job's W&B run; None when disabled or when W&B cannot start at all."""
+        global _online_failed
         mode = resolve_mode(cfg)
         if mode == "disabled":
             return None
+        if mode == "online" and _online_failed:
+            mode = "offline"  # a sequential sweep pays the init timeout once, not once per job
         if mode == "online" and not has_credentials():
             log.warning("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline; "
                         "upload later with `wandb sync %s/wandb/offline-run-*`", run_dir)
@@ -192,8 +196,9 @@ class WandbSink:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         run = _start(cfg, run_dir, mode)
         if run is None and mode == "online":
-            log.warning("W&B online init failed within logger.init_timeout_s=%s; logging offline instead",
-                        cfg.logger.init_timeout_s)
+            _online_failed = True
+            log.warning("W&B online init failed within logger.init_timeout_s=%s; logging offline instead "
+                        "(and for the rest of this process)", cfg.logger.init_timeout_s)
             run = _start(cfg, run_dir, "offline")
         return cls(run, wait_s=float(cfg.logger.finish_timeout_s)) if run is not None else None
 
