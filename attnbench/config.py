@@ -82,7 +82,7 @@ class BenchConfig:
     decode_tokens: int = 16
     warmup: int = 2
     repeats: int = 10
-    memory: str = "auto"  # auto | subprocess | profiler | none (CPU peak-memory method)
+    memory: str = "auto"  # auto (cuda counter / CPU subprocess) | subprocess | none; see bench/memory.py
     peak_flops: Optional[float] = None  # override the measured matmul peak (FLOP/s)
 
 
@@ -287,6 +287,7 @@ def validate(cfg: DictConfig) -> None:
         _choose("stages", stage, ("bench", "train"))
     for mode in cfg.bench.modes:
         _choose("bench.modes", mode, ("forward", "train_step", "prefill", "decode"))
+    _check_bench(cfg.bench)
     for key in ("positional", "kernel", "ffn", "norm"):
         registry.REGISTRIES[key].get(_axis_name(cfg, key))  # unknown names → ConfigError
     device = resolve_device(cfg.device)
@@ -299,6 +300,20 @@ def validate(cfg: DictConfig) -> None:
         from .train.checks import check as check_train_and_data
 
         check_train_and_data(cfg)
+
+
+def _check_bench(b: DictConfig) -> None:
+    for key in ("batch_size", "decode_tokens", "repeats"):
+        _positive(f"bench.{key}", b[key])
+    if not isinstance(b.warmup, int) or b.warmup < 0:
+        raise ConfigError(f"bench.warmup={b.warmup}: must be an integer >= 0")
+    if not b.seq_lens:
+        raise ConfigError("bench.seq_lens=[]: give at least one sequence length")
+    for t in b.seq_lens:
+        _positive("bench.seq_lens", t)
+    _choose("bench.memory", b.memory, ("auto", "subprocess", "none"))
+    if b.peak_flops is not None and not b.peak_flops > 0:
+        raise ConfigError(f"bench.peak_flops={b.peak_flops}: must be > 0 FLOP/s (or null to probe)")
 
 
 def _axis_name(cfg: DictConfig, key: str) -> str:

@@ -66,6 +66,13 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def memory_allocated_bytes(device: torch.device) -> int | None:
+    """Bytes currently allocated by torch on the device (CUDA); None where torch has no counter."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    return None
+
+
 def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak allocated bytes since the last reset (CUDA); None where torch has no counter."""
     if device.type == "cuda":
@@ -83,7 +90,9 @@ def is_oom(exc: BaseException) -> bool:
         return True
     if isinstance(exc, torch.OutOfMemoryError):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    # CPU allocator failures are plain RuntimeErrors: "DefaultCPUAllocator: can't allocate memory"
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
 def device_name(device: torch.device) -> str:

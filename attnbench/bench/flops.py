@@ -13,6 +13,10 @@ k̄ for a sequence of length T: full (non-causal) T; causal (T+1)/2 (the halving
 a window w: mean over positions i of min(i+1, w). GQA changes only the projection
 term (fewer K/V heads), not the score term. Norms, softmax, activations and
 embedding lookups are O(d) per token and left out, as is usual.
+
+Decoding token n after a prompt of T tokens sees min(T+n, w) keys (the query at
+absolute position p sees p+1 keys, capped by the window), so
+`flops_per_token_decode` averages k̄ over the generated positions.
 """
 from __future__ import annotations
 
@@ -40,13 +44,25 @@ def ffn_flops_per_token(cfg: Any) -> float:
     return 2 * 2 * d * int(cfg.ffn.mult * d)
 
 
-def flops_per_token_fwd(cfg: Any, seq_len: int, causal: bool = True) -> float:
+def _flops_per_token(cfg: Any, keys: float) -> float:
+    """Forward FLOPs of one token whose query attends to `keys` keys (on average)."""
     d, H, L, V = cfg.model.d_model, cfg.attn.n_heads, cfg.model.n_layers, cfg.model.vocab_size
     D, Hkv = d // H, resolve_layout(cfg)
     proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d
-    attn = 2 * 2 * H * D * mean_keys(seq_len, causal, cfg.attn.window)
+    attn = 2 * 2 * H * D * keys
     return L * (proj + attn + ffn_flops_per_token(cfg)) + 2 * d * V
+
+
+def flops_per_token_fwd(cfg: Any, seq_len: int, causal: bool = True) -> float:
+    return _flops_per_token(cfg, mean_keys(seq_len, causal, cfg.attn.window))
 
 
 def flops_per_token_train(cfg: Any, seq_len: int) -> float:
     return 3 * flops_per_token_fwd(cfg, seq_len)
+
+
+def flops_per_token_decode(cfg: Any, prompt_len: int, new_tokens: int) -> float:
+    """Average forward FLOPs per generated token, tokens prompt_len .. prompt_len+new_tokens-1."""
+    w = cfg.attn.window
+    keys = [p + 1 if w is None else min(p + 1, w) for p in range(prompt_len, prompt_len + new_tokens)]
+    return _flops_per_token(cfg, sum(keys) / max(len(keys), 1))

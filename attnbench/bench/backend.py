@@ -1,0 +1,83 @@
+"""Which SDPA backend actually ran (flash / efficient / cudnn / math).
+
+PyTorch picks the backend inside `F.scaled_dot_product_attention`. A torch-function
+mode sees that SDPA was called; a dispatch mode sees what served it:
+- with autograd on, SDPA decomposes before the dispatch mode and the fused aten op
+  shows up by name (e.g. `_scaled_dot_product_flash_attention_for_cpu`); SDPA called
+  with no fused op underneath means the math fallback (matmul + softmax);
+- under `torch.inference_mode` the dispatch mode sees `aten::scaled_dot_product_attention`
+  itself, and asks `torch._fused_sdp_choice` (the function SDPA consults, honouring
+  `sdpa_kernel` pins) which backend these exact arguments get.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+FUSED = (("flash_attention", "flash"), ("efficient_attention", "efficient"), ("cudnn_attention", "cudnn"),
+         ("fused_attention_overrideable", "overrideable"))
+CHOICE = {SDPBackend.MATH: "math", SDPBackend.FLASH_ATTENTION: "flash", SDPBackend.EFFICIENT_ATTENTION: "efficient",
+          SDPBackend.CUDNN_ATTENTION: "cudnn", SDPBackend.OVERRIDEABLE: "overrideable"}
+
+
+class _SDPACalls(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.called = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.scaled_dot_product_attention:
+            self.called = True
+        return func(*args, **(kwargs or {}))
+
+
+def _choice(args: tuple, kwargs: dict) -> str:
+    try:
+        kw = {k: v for k, v in kwargs.items() if k in ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")}
+        return CHOICE.get(SDPBackend(int(torch._fused_sdp_choice(*args, **kw))), "unknown")
+    except Exception:  # a private op: if its signature moves, say so rather than guess
+        return "unknown"
+
+
+class _FusedOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.name()
+        if name == "aten::scaled_dot_product_attention":
+            self.seen.add(_choice(args, kwargs))
+        for key, label in FUSED:
+            if key in name:
+                self.seen.add(label)
+        return func(*args, **kwargs)
+
+
+class BackendProbe:
+    """Context manager; afterwards `.backend` is e.g. "flash", "math", "flash+math" or None (no SDPA call)."""
+
+    def __init__(self) -> None:
+        self._calls, self._ops = _SDPACalls(), _FusedOps()
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "BackendProbe":
+        self._stack.enter_context(self._calls)
+        self._stack.enter_context(self._ops)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    @property
+    def backend(self) -> Optional[str]:
+        if not self._calls.called:
+            return None
+        return "+".join(sorted(self._ops.seen)) or "math"

@@ -1,0 +1,106 @@
+"""The statement each bench mode times, built once per grid point.
+
+forward     inference forward of (B, T) tokens under torch.inference_mode
+train_step  forward + cross-entropy + backward + AdamW step
+prefill     a fresh KV cache (model.init_cache) filled with T prompt tokens
+decode      `decode_tokens` greedy steps of one token each after a T-token prefill
+            (the prefill is set-up, not timed; the sample is divided per token)
+
+The same builder serves the in-process timing and the memory worker, so both
+measure the same statement.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import device as dev
+from .flops import flops_per_token_decode, flops_per_token_fwd, flops_per_token_train
+
+MODES = ("forward", "train_step", "prefill", "decode")
+
+
+@dataclass
+class Step:
+    fn: Callable[[], Any]  # the timed statement
+    tokens: int  # tokens processed (or generated) per call
+    flops: float  # analytic FLOPs per call
+    per_call: int = 1  # the sample is divided by this (decode: per generated token)
+
+
+def _tokens(cfg: Any, B: int, T: int, device: torch.device, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, cfg.model.vocab_size, (B, T), generator=g).to(device)  # (B, T)
+
+
+def make_step(mode: str, cfg: Any, model: nn.Module, B: int, T: int, device: torch.device,
+              dtype: torch.dtype) -> Step:
+    builders = {"forward": _forward, "train_step": _train_step, "prefill": _prefill, "decode": _decode}
+    return builders[mode](cfg, model, B, T, device, dtype)
+
+
+def _forward(cfg, model, B, T, device, dtype) -> Step:
+    model.eval()
+    idx = _tokens(cfg, B, T, device, 1)
+
+    def fn():
+        with torch.inference_mode(), dev.autocast(device, dtype):
+            return model(idx)
+
+    return Step(fn, B * T, B * T * flops_per_token_fwd(cfg, T))
+
+
+def _train_step(cfg, model, B, T, device, dtype) -> Step:
+    model.train()
+    idx, tgt = _tokens(cfg, B, T, device, 2), _tokens(cfg, B, T, device, 3)
+    # lr only changes the values the step writes, not its cost; the suite restores the weights.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+
+    def fn():
+        opt.zero_grad(set_to_none=True)
+        with dev.autocast(device, dtype):
+            logits = model(idx)  # (B, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten())
+        loss.backward()
+        opt.step()
+
+    return Step(fn, B * T, B * T * flops_per_token_train(cfg, T))
+
+
+def _cache_len(cfg: Any, T: int) -> int:
+    return T + int(cfg.bench.decode_tokens)  # room for the decode that follows a prefill
+
+
+def _prefill(cfg, model, B, T, device, dtype) -> Step:
+    model.eval()
+    idx = _tokens(cfg, B, T, device, 4)
+
+    def fn():
+        with torch.inference_mode(), dev.autocast(device, dtype):
+            cache = model.init_cache(B, _cache_len(cfg, T), device, dtype)
+            return model(idx, cache)
+
+    return Step(fn, B * T, B * T * flops_per_token_fwd(cfg, T))
+
+
+def _decode(cfg, model, B, T, device, dtype) -> Step:
+    model.eval()
+    n_new = int(cfg.bench.decode_tokens)
+    idx = _tokens(cfg, B, T, device, 5)
+    with torch.inference_mode(), dev.autocast(device, dtype):
+        cache = model.init_cache(B, _cache_len(cfg, T), device, dtype)
+        first = model(idx, cache)[:, -1:].argmax(-1)  # (B, 1)
+
+    def fn():
+        cache.pos = T  # rewind: every call decodes the same n_new positions after the prompt
+        tok = first
+        with torch.inference_mode(), dev.autocast(device, dtype):
+            for _ in range(n_new):
+                tok = model(tok, cache)[:, -1:].argmax(-1)  # (B, 1)
+        return tok
+
+    return Step(fn, B * n_new, B * n_new * flops_per_token_decode(cfg, T, n_new), per_call=n_new)
