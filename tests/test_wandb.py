@@ -102,6 +102,28 @@ def test_interrupted_job_still_finishes_its_run(make_cfg, tmp_path, monkeypatch)
     assert read_run(tmp_path).exit_code == 1
 
 
+def test_sigterm_during_training_keeps_the_logged_history(make_cfg, tmp_path, monkeypatch):
+    """The trainer turns SIGTERM into a normal return; the job's finally then finishes the W&B run."""
+    import os
+    import signal
+
+    from attnbench.wandb_sink import WandbSink
+
+    original = WandbSink.log
+
+    def log_then_terminate(self, metrics, step):
+        original(self, metrics, step)
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(WandbSink, "log", log_then_terminate)
+    res = run_job(make_cfg(*TRAIN, "train.steps=50", "train.log_every=1", "train.eval_every=0"), tmp_path)
+    assert res["status"] == "interrupted"
+    run = read_run(tmp_path)
+    assert run.exit_code == 1 and run.summary["status"] == "interrupted"
+    assert [r["_step"] for r in run.history][:4] == [1, 2, 3, 4] and len(run.history) < 50
+
+
 def test_unfinished_previous_run_is_finished_not_reused(make_cfg, tmp_path):
     import wandb
 
