@@ -113,7 +113,7 @@ def summary_figures(results: dict) -> dict[str, Any]:
     for row in results.get("bench") or []:
         base = _bench_key(row)
         out.update({f"{base}/{k}": v for k, v in row.items() if k not in ("mode", "seq_len")})
-    # W&B summaries hold scalars well; None, long lists and nested lists only add noise.
+    # Scalars only: None values and lists (all kept in results.json) make poor summary columns.
     return {k: v for k, v in out.items() if v is not None and not isinstance(v, (list, tuple))}
 
 
@@ -202,11 +202,11 @@ class WandbSink:
             run = _start(cfg, run_dir, "offline")
         return cls(run, wait_s=float(cfg.logger.finish_timeout_s)) if run is not None else None
 
-    def _guard(self, what: str, fn: Any, *args: Any) -> None:
+    def _guard(self, what: str, fn: Any) -> None:
         if not self._mirroring:
             return
         try:
-            fn(*args)
+            fn()
         except Exception as exc:  # mirror only: warn once, stop mirroring, keep the job going
             self._mirroring = False
             log.warning("W&B %s failed; not mirroring the rest of this job (local files are complete): %s",
