@@ -79,7 +79,7 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
     step = probe = None
     try:
         step = make_step(mode, cfg, ctx.runner, B, T, ctx.device, ctx.dtype)
-        probe = None if ctx.compiled else BackendProbe()  # a dispatch mode would break compiled graphs
+        probe = backend_probe(cfg, ctx.compiled)
 
         def first() -> None:
             with probe or _null():
@@ -87,7 +87,7 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
 
         timing = time_call(step.fn, ctx.device, int(cfg.bench.warmup), int(cfg.bench.repeats), first=first)
         row = timed_row(ctx, mode, B, T, step, timing)
-        row["sdpa_backend"] = probe.backend if probe else "unknown (compiled)"
+        row["sdpa_backend"] = probe.backend if probe else (None if cfg.attn.impl == "flex" else "unknown (compiled)")
         if ctx.memory_method == "cuda":
             row["peak_mem_bytes"] = cuda_peak(step.fn, ctx.device)
         merge_worker_memory(row, ctx.worker_mem.get((mode, B, T)))
@@ -101,6 +101,12 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
         step = probe = None
         gc.collect()
         dev.empty_cache(ctx.device)
+
+
+def backend_probe(cfg: Any, compiled: bool) -> Optional[BackendProbe]:
+    """A probe for the first call, except where its dispatch mode would break torch.compile:
+    compiled models, and flex (which compiles its attention even in eager mode)."""
+    return None if compiled or cfg.attn.impl == "flex" else BackendProbe()
 
 
 class _null:

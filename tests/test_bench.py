@@ -1,0 +1,179 @@
+"""The bench stage: rows, statuses, memory method, OOM handling, results.json."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from attnbench import ConfigError, build_model
+from attnbench.bench import suite
+from attnbench.bench.memory import measure_in_worker
+from attnbench.bench.peak import peak_flops
+from attnbench.bench.suite import run_bench
+from attnbench.bench.timing import time_call
+from attnbench.job import run_job
+from attnbench.results import BENCH_KEYS, check_results
+
+CPU = torch.device("cpu")
+FAST = ("stages=[bench]", "logger=none", "bench=quick", "bench.memory=none", "bench.peak_flops=1e11",
+        "bench.repeats=2", "bench.warmup=1", "bench.decode_tokens=3", "bench.seq_lens=[16,32]")
+
+
+def bench(make_cfg, *overrides):
+    cfg = make_cfg(*FAST, *overrides)
+    return cfg, *run_bench(cfg, build_model(cfg), CPU, torch.float32)
+
+
+def test_every_mode_emits_a_complete_row(make_cfg):
+    cfg, rows, env = bench(make_cfg, "attn=gqa", "pos=rope")
+    assert [(r["mode"], r["seq_len"]) for r in rows] == [
+        (m, t) for m in ("forward", "train_step", "prefill", "decode") for t in (16, 32)]
+    for r in rows:
+        assert set(BENCH_KEYS) <= set(r) and r["status"] == "ok", r
+        assert r["batch_size"] == cfg.bench.batch_size and r["repeats"] == 2
+        for key in ("median_ms", "p10_ms", "p90_ms", "tokens_per_s", "mfu", "flops"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r)
+        assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
+        assert r["sdpa_backend"] == "flash"  # plain causal SDPA on CPU: the flash kernel
+    decode = [r for r in rows if r["mode"] == "decode"]
+    assert all(r["decode_tokens"] == 3 for r in decode)
+    # decode throughput is per generated token: B tokens per step
+    assert decode[0]["tokens_per_s"] == pytest.approx(cfg.bench.batch_size / (decode[0]["median_ms"] / 1e3))
+    assert env["peak_flops"] == 1e11 and env["peak_flops_source"] == "config" and env["memory_method"] == "none"
+
+
+def test_backend_reported_per_kernel(make_cfg):
+    _, rows, env = bench(make_cfg, "attn.impl=manual", "bench.modes=[forward]")
+    assert {r["sdpa_backend"] for r in rows} == {None} and env["sdpa_backend"] is None
+    _, rows, _ = bench(make_cfg, "pos=alibi", "bench.modes=[forward]")  # a float bias: CPU flash cannot take it
+    assert {r["sdpa_backend"] for r in rows} == {"math"}
+    _, rows, _ = bench(make_cfg, "attn.impl=sdpa_math", "bench.modes=[forward]")
+    assert {r["sdpa_backend"] for r in rows} == {"math"}
+
+
+def test_train_step_leaves_the_weights_as_built(make_cfg):
+    cfg = make_cfg(*FAST, "bench.modes=[train_step]")
+    model = build_model(cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run_bench(cfg, model, CPU, torch.float32)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_flex_on_cpu_skips_train_step_instead_of_failing(make_cfg):
+    _, rows, _ = bench(make_cfg, "attn.impl=flex", "bench.modes=[forward,train_step]", "bench.seq_lens=[16]")
+    by_mode = {r["mode"]: r for r in rows}
+    assert by_mode["forward"]["status"] == "ok"
+    assert by_mode["train_step"]["status"] == "skipped" and "no backward on cpu" in by_mode["train_step"]["reason"]
+    with pytest.raises(ConfigError, match="attn.impl=flex"):  # training itself is still rejected up front
+        make_cfg("stages=[bench,train]", "attn.impl=flex")
+
+
+@pytest.mark.parametrize("exc", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+                                 MemoryError()])
+def test_injected_oom_gives_an_oom_row_and_the_grid_goes_on(make_cfg, monkeypatch, exc):
+    real = suite.make_step
+
+    def flaky(mode, cfg, model, B, T, device, dtype):
+        step = real(mode, cfg, model, B, T, device, dtype)
+        if T == 32 and mode == "forward":
+            def boom():
+                raise exc
+            step.fn = boom
+        return step
+
+    monkeypatch.setattr(suite, "make_step", flaky)
+    _, rows, _ = bench(make_cfg, "bench.modes=[forward,prefill]")
+    assert [r["status"] for r in rows] == ["ok", "oom", "ok", "ok"]
+    oom = rows[1]
+    assert oom["median_ms"] is None and oom["reason"] and set(BENCH_KEYS) <= set(oom)
+
+
+def test_a_point_that_cannot_fit_is_an_oom_row(make_cfg):
+    # manual attention at T=100k materialises (1, 4, 1, T, T) fp32 scores = 160 GB: the
+    # allocator refuses at once (no page is touched), the next point still runs.
+    _, rows, _ = bench(make_cfg, "attn.impl=manual", "pos=none", "model.n_layers=1", "bench.batch_size=1",
+                       "bench.modes=[forward]", "bench.seq_lens=[16,100000,32]")
+    assert [r["status"] for r in rows] == ["ok", "oom", "ok"]
+    assert "allocate" in rows[1]["reason"]
+
+
+def test_a_failure_that_is_not_oom_is_a_failed_row(make_cfg, monkeypatch):
+    monkeypatch.setattr(suite, "make_step", lambda *a: (_ for _ in ()).throw(ValueError("broken kernel")))
+    _, rows, _ = bench(make_cfg, "bench.modes=[forward]", "bench.seq_lens=[16]")
+    assert rows[0]["status"] == "failed" and "broken kernel" in rows[0]["reason"]
+
+
+def test_time_call_excludes_warmup_and_counts_repeats():
+    calls = []
+    t = time_call(lambda: calls.append(1), CPU, warmup=3, repeats=7)
+    assert len(calls) == 3 + 7 and t.repeats == 7 and len(t.samples_ms) == 7
+    assert 0 < t.p10_ms <= t.median_ms <= t.p90_ms
+
+
+def test_peak_flops_probe_is_cached_and_overridable(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNBENCH_CACHE", str(tmp_path))
+    cfg = make_cfg("stages=[bench]")
+    value, source = peak_flops(cfg.bench, CPU, torch.float32)
+    assert source == "probe" and 1e8 < value < 1e15
+    assert peak_flops(cfg.bench, CPU, torch.float32) == (value, "cache")
+    assert len(json.loads((tmp_path / "peak_flops.json").read_text())) == 1
+    assert peak_flops(make_cfg("stages=[bench]", "bench.peak_flops=5e12").bench, CPU, torch.float32) == (5e12, "config")
+
+
+@pytest.mark.parametrize("override, key", [("bench.memory=rss", "bench.memory"), ("bench.repeats=0", "bench.repeats"),
+                                           ("bench.seq_lens=[]", "bench.seq_lens"), ("bench.warmup=-1", "bench.warmup")])
+def test_bad_bench_settings_name_the_key(make_cfg, override, key):
+    with pytest.raises(ConfigError, match=key):
+        make_cfg("stages=[bench]", override)
+
+
+def test_results_json_from_run_job_validates(make_cfg, tmp_path):
+    cfg = make_cfg("stages=[bench]", "logger=none", "bench=quick", "bench.memory=none", "bench.repeats=2",
+                   "attn=gqa", "pos=alibi")
+    res = run_job(cfg, tmp_path)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert res["status"] == "ok" and check_results(on_disk) == []
+    assert len(on_disk["bench"]) == len(cfg.bench.modes) * len(cfg.bench.seq_lens)
+    assert on_disk["env"]["peak_flops"] > 0 and on_disk["env"]["peak_flops_source"] == "probe"
+    assert all(r["status"] == "ok" for r in on_disk["bench"])
+
+
+@pytest.mark.slow
+def test_cpu_peak_memory_manual_quadratic_sdpa_linear(make_cfg):
+    """The subprocess RSS method sees what the kernels allocate: at 8 heads × head_dim 64 the
+    manual kernel's (T, T) scores make its peak grow ~4× per doubling of T (hundreds of MB at
+    T=2048), SDPA's flash kernel keeps it linear (2× per doubling, tens of MB for the whole layer)."""
+    peaks = {}
+    for impl in ("manual", "sdpa"):
+        cfg = make_cfg("stages=[bench]", f"attn.impl={impl}", "pos=none", "model.d_model=512", "attn.n_heads=8",
+                       "model.n_layers=1", "ffn.mult=1", "model.context_length=2048", "bench.modes=[forward]")
+        got = measure_in_worker(cfg, [("forward", 1, t) for t in (512, 1024, 2048)], threads=1)
+        peaks[impl] = [got[("forward", 1, t)]["peak_mem_bytes"] for t in (512, 1024, 2048)]
+    man, sd = peaks["manual"], peaks["sdpa"]
+    scores = 8 * 2048 * 2048 * 4  # one fp32 (H, T, T) score matrix: 128 MiB
+    assert scores <= man[2] - sd[2] <= 3 * scores, peaks  # the scores (and their masked copy) are what manual adds
+    assert man[2] / man[1] > 3.0 and man[1] / man[0] > 2.5, peaks  # quadratic
+    assert 1.6 < sd[2] / sd[1] < 2.5 and 1.5 < sd[1] / sd[0] < 2.5, peaks  # linear
+    assert sd[2] < 40 * 2**20, peaks
+
+
+@pytest.mark.slow
+def test_bench_rows_carry_worker_memory(make_cfg):
+    cfg = make_cfg(*FAST, "bench.memory=subprocess", "bench.modes=[forward,train_step]", "bench.seq_lens=[64]")
+    rows, env = run_bench(cfg, build_model(cfg), CPU, torch.float32)
+    assert env["memory_method"] == "subprocess"
+    assert all(isinstance(r["peak_mem_bytes"], int) and r["peak_mem_bytes"] > 0 for r in rows), rows
+
+
+@pytest.mark.slow
+def test_cli_prints_the_table_and_writes_results(cli, tmp_path):
+    proc = cli("stages=[bench]", "attn=gqa", "pos=alibi", "logger=none", "bench=quick", "bench.repeats=2",
+               "bench.memory=none", env_extra={"ATTNBENCH_RUNS": str(tmp_path / "runs")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train_step" in proc.stdout and "median_ms" in proc.stdout and "gqa-alibi" in proc.stdout
+    (path,) = (tmp_path / "runs").rglob("results.json")
+    assert check_results(json.loads(path.read_text())) == []
