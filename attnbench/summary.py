@@ -35,7 +35,13 @@ def format_results(res: dict) -> str:
     if res.get("bench"):
         cols = ["mode", "batch_size", "seq_len", "status", "median_ms", "p10_ms", "p90_ms", "tokens_per_s",
                 "peak_mem_bytes", "mfu"]
+        e = res.get("env", {})
+        out += ["", f"bench on {e.get('device')} ({e.get('device_name')}), torch {e.get('torch')}, "
+                    f"{e.get('threads')} threads, {e.get('dtype')}; peak {_fmt(e.get('peak_flops'))} FLOP/s "
+                    f"({e.get('peak_flops_source')}); memory: {e.get('memory_method')}"]
+        cols += [c for c in ("compile_s", "sdpa_backend") if any(r.get(c) is not None for r in res["bench"])]
         out += ["", table(res["bench"], cols)]
+        out += [f"{r['mode']} T={r['seq_len']}: {r['status']}: {r['reason']}" for r in res["bench"] if r.get("reason")]
     tr = res.get("train")
     if tr:
         keys = ["status", "steps", "tokens_per_s", "train_loss", "val_loss", "metric_name", "metric"]
