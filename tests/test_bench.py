@@ -51,6 +51,8 @@ def test_backend_reported_per_kernel(make_cfg):
     assert {r["sdpa_backend"] for r in rows} == {"math"}
     _, rows, _ = bench(make_cfg, "attn.impl=sdpa_math", "bench.modes=[forward]")
     assert {r["sdpa_backend"] for r in rows} == {"math"}
+    _, rows, _ = bench(make_cfg, "attn.impl=torch_mha", "bench.modes=[forward]")  # SDPA nested in nn.MHA's code
+    assert {r["sdpa_backend"] for r in rows} == {"flash"}
 
 
 def test_train_step_leaves_the_weights_as_built(make_cfg):

@@ -32,7 +32,10 @@ class _SDPACalls(TorchFunctionMode):
         self.called = False
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.scaled_dot_product_attention:
+        # Calls nested in another torch-function-aware function are not seen by the mode (it is
+        # off inside this handler), so nn.MultiheadAttention's functional form counts as an SDPA
+        # call itself (with need_weights=False, as the torch_mha kernel calls it, it ends in SDPA).
+        if func in (F.scaled_dot_product_attention, F.multi_head_attention_forward):
             self.called = True
         return func(*args, **(kwargs or {}))
 
@@ -78,6 +81,6 @@ class BackendProbe:
 
     @property
     def backend(self) -> Optional[str]:
-        if not self._calls.called:
-            return None
-        return "+".join(sorted(self._ops.seen)) or "math"
+        if self._ops.seen:
+            return "+".join(sorted(self._ops.seen))
+        return "math" if self._calls.called else None

@@ -127,6 +127,7 @@ def merge_worker_memory(row: dict, mem: Optional[dict]) -> None:
 
 
 def run_bench(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype) -> tuple[list[dict], dict]:
+    t0 = time.perf_counter()
     b = cfg.bench
     method = resolve_method(b.memory, device)
     peak, source = peak_flops(b, device, dtype)
@@ -140,7 +141,6 @@ def run_bench(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
         ctx.runner = torch.compile(model)
     was_training = model.training
     snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()} if "train_step" in b.modes else None
-    t0 = time.perf_counter()
     try:
         rows = []
         for p in points:
