@@ -257,6 +257,7 @@ def quality_vs_throughput(series: Sequence[Series], path: Path, title: str) -> O
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     _plain_numbers(ax)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"))
     ax.set_xlabel("training throughput (tokens / s, higher is better)")
     ax.set_ylabel("validation loss (nats / token, lower is better)")
     ax.grid(True, which="both", alpha=0.3)
