@@ -23,7 +23,8 @@ def _bench(scale: float, lens=(16, 32, 64), oom_at: int | None = None) -> list[d
             ms = scale * factor * t / 10
             rows.append({"mode": mode, "batch_size": 2, "seq_len": t, "status": "ok" if ok else "oom",
                          "median_ms": ms if ok else None, "p10_ms": 0.9 * ms if ok else None,
-                         "p90_ms": 1.1 * ms if ok else None, "repeats": 3, "tokens_per_s": 2 * t / ms * 1e3 if ok else None,
+                         "p90_ms": 1.1 * ms if ok else None, "repeats": 3,
+                         "tokens_per_s": 2 * t / ms * 1e3 if ok else None,
                          "peak_mem_bytes": int(1000 * t * scale) if ok else None, "mfu": 0.01 if ok else None})
     return rows
 
@@ -183,6 +184,21 @@ def test_main_writes_and_prints(sweep, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report.main([str(tmp_path / "empty")]) == 2
     assert "no results.json under" in capsys.readouterr().err
+
+
+def test_wandb_trouble_never_fails_the_report(sweep, capsys, monkeypatch):
+    import wandb
+
+    assert report.main([str(sweep), "--wandb", "--wandb-mode", "disabled"]) == 0
+    assert "W&B report run: not logged" in capsys.readouterr().out
+
+    def broken_init(**kwargs):
+        raise TimeoutError("init timed out")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    assert report.main([str(sweep), "--wandb", "--out", str(sweep / "r2")]) == 0
+    assert "W&B report run: not logged" in capsys.readouterr().out
+    assert (sweep / "r2" / "report.md").is_file() and not (sweep / "r2" / "wandb").exists()
 
 
 @pytest.mark.slow
