@@ -73,6 +73,9 @@ class GPT(nn.Module):
     def init_cache(self, batch_size: int, max_len: int, device: Optional[torch.device] = None,
                    dtype: Optional[torch.dtype] = None) -> KVCache:
         """An empty KV cache for `max_len` tokens; GQA/MQA store only n_kv_heads."""
+        kernel = self.blocks[0].attn.kernel
+        if not kernel.supports_cache:  # it would ignore the cache and silently attend to the chunk only
+            raise ValueError(f"attn.impl={kernel.name} has no KV cache; use another attn.impl for decoding")
         if self.pos.max_len is not None and max_len > self.pos.max_len:
             raise ValueError(f"max_len={max_len} > model.context_length={self.pos.max_len} with pos=learned")
         ref = self.wte.weight
