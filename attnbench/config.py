@@ -8,6 +8,7 @@ config key and the allowed values.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -220,6 +221,9 @@ def one_line_error(exc: BaseException) -> str:
     for e in (exc, exc.__cause__, exc.__context__):
         if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
             msg = str(getattr(e, "msg", e)).splitlines()[0]
+            schema = getattr(e, "object_type", None)
+            if msg.startswith("Key ") and dataclasses.is_dataclass(schema):  # a typo'd key: list the real ones
+                msg = f"unknown key; choose from [{', '.join(f.name for f in dataclasses.fields(schema))}]"
             return f"{e.full_key}: {msg}"
     return " ".join(str(exc).split())
 
@@ -260,6 +264,7 @@ def validate(cfg: DictConfig) -> None:
     from .device import resolve_device
 
     m, a = cfg.model, cfg.attn
+    _check_known_keys(cfg)
     for group in AXES:
         name = cfg[group].name
         opts = group_options(group)
@@ -300,6 +305,17 @@ def validate(cfg: DictConfig) -> None:
         from .train.checks import check as check_train_and_data
 
         check_train_and_data(cfg)
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """`+attn.windw=3` gets past Hydra's struct check; a typo must not be silently ignored."""
+    for f in dataclasses.fields(Config):
+        schema = f.default_factory
+        if dataclasses.is_dataclass(schema) and isinstance(cfg.get(f.name), DictConfig):
+            known = [g.name for g in dataclasses.fields(schema)]
+            for key in cfg[f.name]:
+                if key not in known:
+                    raise ConfigError(f"{f.name}.{key}: unknown key; choose from [{', '.join(known)}]")
 
 
 def _check_bench(b: DictConfig) -> None:

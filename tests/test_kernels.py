@@ -148,3 +148,26 @@ def test_window_one_attends_only_to_itself():
     q, k, v = qkv(1, 2, 2, 6, 6)
     out = manual_attention(q, k, v, spec=MaskSpec(window=1), bias=None, scale=1.0)
     torch.testing.assert_close(out, v, **TOL)
+
+
+@pytest.mark.parametrize("impl", CPU_KERNELS)
+def test_attention_dropout_trains_or_is_rejected_up_front(impl):
+    """Where validate() accepts attn.dropout > 0, the kernel applies it in training and not in eval."""
+    for pos, layout in (("rope", "gqa"), ("alibi", "mha")):
+        win = ["attn.window=3"] if pos == "rope" else []  # a window on a GQA layout
+        overrides = [*TINY, f"pos={pos}", *LAYOUTS[layout], *win, f"attn.impl={impl}", "attn.dropout=0.5"]
+        try:
+            cfg = load_config(overrides)
+        except ConfigError as exc:  # sdpa_flash on CPU, flex: no attention dropout
+            assert impl in ("sdpa_flash", "flex") or (impl == "torch_mha" and (pos == "rope" or layout != "mha"))
+            assert str(exc).startswith(f"attn.impl={impl}: "), exc
+            continue
+        model = build_model(cfg).train()
+        idx = torch.randint(0, 64, (2, 12))
+        a = model(idx)
+        a.sum().backward()
+        assert all(p.grad is not None for p in model.parameters())
+        assert not torch.allclose(a, model(idx))  # dropout masks differ between calls
+        with torch.no_grad():
+            model.eval()
+            torch.testing.assert_close(model(idx), model(idx))

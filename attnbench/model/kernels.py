@@ -171,6 +171,8 @@ class SDPAFlashKernel(SDPAKernel):
     def _extra_unsupported(self, cfg, device_type):
         if device_type == "cuda" and cfg.attn.window is not None:
             return "takes no mask on cuda, so no sliding window (attn.window must be null)"
+        if device_type == "cpu" and cfg.attn.dropout > 0:  # PyTorch's CPU flash kernel has no dropout
+            return "has no attention dropout on cpu (attn.dropout must be 0)"
         return None
 
 
@@ -245,7 +247,6 @@ class FlexKernel(Kernel):
 
     def _extra_unsupported(self, cfg, device_type):
         return "has no attention dropout (attn.dropout must be 0)" if cfg.attn.dropout > 0 else None
-
 
     def _block_mask(self, T: int, S: int, spec: MaskSpec, device):
         from torch.nn.attention.flex_attention import create_block_mask
