@@ -284,6 +284,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"attn.n_kv_heads={n_kv}: must divide attn.n_heads={a.n_heads}")
     if cfg.pos.name == "rope" and (m.d_model // a.n_heads) % 2:
         raise ConfigError(f"pos=rope: head_dim={m.d_model // a.n_heads} must be even (model.d_model / attn.n_heads)")
+    _check_ranges(cfg)
     _choose("norm.placement", cfg.norm.placement, ("pre", "post"))
     _choose("device.dtype", cfg.device.dtype, ("float32", "bfloat16", "float16"))
     if cfg.logger.mode is not None:
@@ -305,6 +306,20 @@ def validate(cfg: DictConfig) -> None:
         from .train.checks import check as check_train_and_data
 
         check_train_and_data(cfg)
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Numeric fields whose bad values would otherwise fail (or silently misbehave) inside torch."""
+    for key, value in (("attn.dropout", cfg.attn.dropout), ("model.dropout", cfg.model.dropout)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key}={value}: must be in [0, 1)")
+    for key, value in (("ffn.mult", cfg.ffn.mult), ("norm.eps", cfg.norm.eps)):
+        if not value > 0:
+            raise ConfigError(f"{key}={value}: must be > 0")
+    if not cfg.pos.base > 1:
+        raise ConfigError(f"pos.base={cfg.pos.base}: must be > 1 (RoPE/sinusoidal frequency base)")
+    _positive("ffn.multiple_of", cfg.ffn.multiple_of)
+    _positive("device.threads", cfg.device.threads, allow_none=True)
 
 
 def _check_known_keys(cfg: DictConfig) -> None:

@@ -45,6 +45,10 @@ ERRORS = [
                  "attn.impl=torch_mha: needs n_kv_heads = n_heads, so not attn=gqa", id="kernel-gqa"),
     pytest.param(["norm.placement=middle"], "norm.placement=middle: not allowed; choose from [pre, post]",
                  id="placement"),
+    pytest.param(["attn.dropout=1.5"], "attn.dropout=1.5: must be in [0, 1)", id="dropout"),
+    pytest.param(["ffn=swiglu", "ffn.multiple_of=0"], "ffn.multiple_of=0: must be an integer >= 1", id="multiple-of"),
+    pytest.param(["pos=rope", "pos.base=1"], "pos.base=1.0: must be > 1 (RoPE/sinusoidal frequency base)", id="base"),
+    pytest.param(["device.threads=0"], "device.threads=0: must be an integer >= 1", id="threads"),
     pytest.param(["device.dtype=float64"], "device.dtype=float64: not allowed; choose from [float32, bfloat16, "
                  "float16]", id="dtype"),
 ]
