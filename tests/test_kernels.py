@@ -29,6 +29,16 @@ CPU_KERNELS = [k for k in KERNELS.names() if "cpu" in KERNELS.get(k).devices]
 OTHERS = [k for k in CPU_KERNELS if k != "manual"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: a second intra-op thread only adds synchronisation, and on a shared,
+    loaded box it can make these loops many times slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @functools.lru_cache(maxsize=None)  # composing costs ~50 ms; callers never mutate the result
 def base_cfg(pos: str, layout: str, window: int | None):
     win = [f"attn.window={window}"] if window is not None else []
