@@ -39,8 +39,11 @@ def main() -> None:
         print(f"attnbench: error: {exc}", file=sys.stderr)
         sys.exit(2)
     from .cli import app
+    from .sweep import exit_code
 
     app()
+    # A multirun returns here after all jobs ran; the sweep callback knows whether any failed.
+    sys.exit(exit_code())
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
             res["status"] = "ok"
     except ConfigError as exc:
         res["status"], res["error"] = "failed", str(exc)
+        log.error("invalid config: %s", exc)  # so the job's log says why (a sweep prints no traceback)
     except Exception as exc:
         from .device import is_oom
 

@@ -72,11 +72,13 @@ def check_results(res: dict) -> list[str]:
 
 
 def write_results(run_dir: Path, res: dict) -> Path:
-    """Write run_dir/results.json atomically. An existing ok result for a different
-    config is kept (renamed results.<n>.json), never silently overwritten."""
+    """Write run_dir/results.json atomically. An existing ok result of another run (a
+    different config, or the same one re-run without resume=true) is kept, renamed
+    results.<n>.json, never overwritten."""
     path = Path(run_dir) / "results.json"
     old = read_results(path)
-    if old and old.get("status") == "ok" and old.get("config_hash") != res.get("config_hash"):
+    # A job replaces its own result only while that is unfinished, so an ok file here is another run's.
+    if old and old.get("status") == "ok":
         n = 1
         while (path.parent / f"results.{n}.json").exists():
             n += 1
