@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .config import ConfigError, check_group_overrides, load_config
+from .config import ConfigError, load_config
 
 # Hydra flags after which composing ourselves would be wrong or useless.
 _PASSTHROUGH_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--version", "--shell-completion")
@@ -20,7 +20,9 @@ def precheck(argv: list[str]) -> None:
         return
     overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a in ("-m", "--multirun") for a in argv):
-        check_group_overrides(overrides)  # sweep lists cannot be composed as one config
+        from .sweep import check_sweep_overrides
+
+        check_sweep_overrides(overrides)  # each swept value composed once; validation is left to the jobs
     else:
         load_config(overrides)
 

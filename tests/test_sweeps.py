@@ -123,6 +123,27 @@ def test_job_that_raised_becomes_a_recorded_failure(tmp_path):
     assert res["variant"] == "mha-learned-layernorm-gelu-L2-D64" and res["config_hash"] == config_hash(cfg)
 
 
+@pytest.mark.parametrize("overrides,message", [
+    (["attn.n_heads=4,abc"], "attn.n_heads: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["attn=mha,gqa", "attn.windw=1,2"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, "
+                                          "window, impl, qkv_bias, dropout]"),
+    (["attn=mha,bogus"], "attn=bogus: unknown option; choose from [gqa, local, mha, mqa]"),
+])
+def test_a_malformed_sweep_value_stops_the_sweep_in_one_line(overrides, message):
+    from attnbench import ConfigError
+    from attnbench.sweep import check_sweep_overrides
+
+    with pytest.raises(ConfigError) as err:
+        check_sweep_overrides([*overrides, "stages=[]"])
+    assert str(err.value) == message
+
+
+def test_invalid_but_well_typed_sweep_values_are_left_to_the_jobs():
+    from attnbench.sweep import check_sweep_overrides
+
+    check_sweep_overrides(["attn=mha,gqa", "attn.n_kv_heads=3", "pos=rope,alibi", "attn.n_heads=64"])
+
+
 # ----------------------------------------------------------------------------- experiments (in process)
 def sweep_params(name: str) -> dict:
     from hydra import compose, initialize_config_dir
@@ -219,6 +240,10 @@ def test_multirun_job_dirs_and_summary(cli):
         ("0", "attn=mha", "ok"), ("1", "attn=gqa", "ok"), ("2", "attn=mqa", "ok")]
     assert int(rows[2]["params"]) < int(rows[1]["params"]) < int(rows[0]["params"])
     assert "3 jobs, 3 ok" in r.stdout and "summary.md" in r.stdout and "resume=true" not in r.stdout
+    bad = cli("-m", "attn.n_heads=4,four", *TINY)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "attnbench: error: attn.n_heads: Value 'four' of type 'str' could not be converted to Integer"]
+    assert len(sweep_dirs(runs)) == 1  # nothing was launched
     single = cli("attn=gqa", *TINY)
     assert single.returncode == 0, single.stderr
     (run_dir,) = [p.parent for p in runs.glob("*/*/results.json") if p.parts[-4] != "multirun"]
