@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 
 from attnbench import load_config
 from attnbench.config import conf_dir, config_hash, group_options
-from attnbench.sweep import SweepCallback, collect, resume_command, write_summary
+from attnbench.sweep import SweepCallback, resume_command
+from attnbench.sweep_summary import collect, write_summary
 
 TINY = ["stages=[]", "logger=none", "device=cpu"]
 EXPERIMENTS = group_options("experiment")
@@ -77,7 +78,8 @@ def test_summary_rows_figures_and_statuses(tmp_path):
     assert [t["status"] for t in table] == ["ok", "failed", "failed", "failed"]
     assert table[1]["error"] == "attn.n_kv_heads=3: must divide" and table[0]["all_overrides"] == "attn=mha logger=none"
     md = md_path.read_text()
-    assert "| 0 | mha-rope | attn=mha | ok | 1,234 | 2.5 @T=128 | 5000 | 2.5 | bpc 3.6 | - |" in md
+    assert "| job | variant | overrides | status | params | fwd ms (T=128) | train tok/s | val loss | bpc | error |" in md
+    assert "| 0 | mha-rope | attn=mha | ok | 1,234 | 2.5 | 5000 | 2.5 | 3.6 | - |" in md
     assert "1 ok, 3 not ok" in md and "resume=true" in md
 
 
