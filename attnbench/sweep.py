@@ -123,7 +123,7 @@ class SweepCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return
-        exc = job_return._return_value
+        exc = job_return._return_value  # the `return_value` property would re-raise it
         log.error("job raised %s; recorded as failed", type(exc).__name__, exc_info=(type(exc), exc, exc.__traceback__))
         record_failure(Path(config.hydra.runtime.output_dir), config, exc)
         # A COMPLETED return keeps the sweeper from re-raising, so the summary still runs.
@@ -131,6 +131,7 @@ class SweepCallback(Callback):
         job_return.return_value = "failed"
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _EXIT["code"] = 1  # stays 1 if the summary itself fails (Hydra only warns about it)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         rows = collect(sweep_dir)
         bad = [r for r in rows if r["status"] != "ok"]
@@ -149,9 +150,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"attnbench.sweep: error: {args.sweep_dir}: no such directory", file=sys.stderr)
         return 2
     rows = collect(args.sweep_dir)
-    cmd = None
-    if any(r["status"] != "ok" for r in rows) and (args.sweep_dir / "multirun.yaml").is_file():
-        cmd = resume_command(OmegaConf.load(args.sweep_dir / "multirun.yaml"), args.sweep_dir, rows)
+    cmd, saved = None, args.sweep_dir / "multirun.yaml"  # the launching config, saved by Hydra's sweeper
+    launched = OmegaConf.load(saved) if saved.is_file() else None
+    if any(r["status"] != "ok" for r in rows) and OmegaConf.select(launched, "hydra.overrides") is not None:
+        cmd = resume_command(launched, args.sweep_dir, rows)
     write_summary(args.sweep_dir, rows, cmd)
     print(render(args.sweep_dir, rows, cmd))
     return 1 if not rows or any(r["status"] != "ok" for r in rows) else 0

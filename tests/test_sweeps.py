@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from attnbench import load_config
 from attnbench.config import conf_dir, config_hash, group_options
-from attnbench.sweep import SweepCallback, resume_command
+from attnbench.sweep import SweepCallback, main, resume_command
 from attnbench.sweep_summary import collect, write_summary
 
 TINY = ["stages=[]", "logger=none", "device=cpu"]
@@ -81,6 +81,8 @@ def test_summary_rows_figures_and_statuses(tmp_path):
     assert "| job | variant | overrides | status | params | fwd ms (T=128) | train tok/s | val loss | bpc | error |" in md
     assert "| 0 | mha-rope | attn=mha | ok | 1,234 | 2.5 | 5000 | 2.5 | 3.6 | - |" in md
     assert "1 ok, 3 not ok" in md and "resume=true" in md
+    assert main([str(sweep)]) == 1  # `python -m attnbench.sweep DIR` rebuilds the same summary
+    assert read_csv(csv_path) == table
 
 
 def test_resume_command_repeats_the_sweep_into_its_directory():
