@@ -76,6 +76,24 @@ def test_loss_decreases_on_text_and_samples(make_cfg, tmp_path, text_file):
     assert set(res["sample"]) <= set(text_file.read_text())
 
 
+def test_sample_rolls_past_the_context_of_learned_positions(make_cfg, tmp_path, text_file):
+    cfg = make_cfg(*FAST, "data=text", f"data.path={text_file}", "pos=learned", "model.context_length=32",
+                   "train.steps=3", "train.sample_tokens=80")
+    res = train(cfg, tmp_path)
+    assert res["status"] == "ok" and len(res["sample"]) == 81
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_autocast_trains(make_cfg, tmp_path, dtype):
+    from attnbench.device import resolve_dtype
+
+    cfg = make_cfg(*FAST, f"device.dtype={dtype}", "train.steps=5", "train.eval_seq_lens=[64]")
+    data, model = prepare_data(cfg), build_model(cfg)
+    res = run_train(cfg, model, torch.device("cpu"), resolve_dtype(cfg.device), tmp_path, Recorder(), data=data)
+    assert res["status"] == "ok" and math.isfinite(res["val_loss"]) and math.isfinite(res["val_loss_by_len"]["64"])
+    assert next(model.parameters()).dtype == torch.float32  # autocast: weights stay fp32
+
+
 def test_same_config_same_losses_bit_for_bit(make_cfg, tmp_path):
     runs = [Recorder(), Recorder()]
     for i, rec in enumerate(runs):

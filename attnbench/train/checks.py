@@ -12,7 +12,9 @@ from ..config import ConfigError
 from .data import DATASETS, TOKENIZERS
 
 
-def _at_least(key: str, value: Any, low: float, integer: bool = True) -> None:
+def _at_least(key: str, value: Any, low: float, integer: bool = True, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or value < low:
         raise ConfigError(f"{key}={value}: must be {'an integer' if integer else 'a number'} >= {low}")
@@ -54,8 +56,7 @@ def check_data(cfg: Any) -> None:
 def check_synthetic(cfg: Any) -> None:
     d, T = cfg.data, cfg.train.seq_len
     _at_least("data.n_pairs", d.n_pairs, 1)
-    if d.n_queries is not None and not (isinstance(d.n_queries, int) and 1 <= d.n_queries <= d.n_pairs):
-        raise ConfigError(f"data.n_queries={d.n_queries}: must be an integer in [1, data.n_pairs={d.n_pairs}] or null")
+    _at_least("data.n_queries", d.n_queries, 1, allow_none=True)
     n_keys = (d.vocab_size - 1) // 2  # token 0 is padding; keys and values split the rest
     if n_keys < d.n_pairs or d.vocab_size - 1 - n_keys < 1:
         raise ConfigError(f"data.vocab_size={d.vocab_size}: needs >= {2 * d.n_pairs + 1} "

@@ -60,8 +60,8 @@ class AssociativeRecall(LMData):
 
     Layout of one sequence of length T with p pairs and q queries::
 
-        k1 v1 k2 v2 … kp vp  0 0 … 0  ka va kb vb …      (queries: the last 2q tokens)
-        └──── context: 2p ────┘ pad   └──── queries ───┘
+        k1 v1 k2 v2 … kp vp  0 0 … 0  ka 0 kb 0 …      (queries: the last 2q tokens)
+        └──── context: 2p ────┘ pad   └── queries ──┘
 
     Token 0 is padding, keys and values come from disjoint id ranges, keys are
     distinct within a sequence. Queries sit at the end, so the nearest value a
@@ -69,7 +69,10 @@ class AssociativeRecall(LMData):
     whose receptive field (layers · (window − 1)) is shorter cannot recall at
     all, however long it trains. Only the answer positions (a query key → its
     value) carry a target: every other next token is random by construction, so
-    supervising it adds irreducible loss and gradient noise and no signal.
+    supervising it adds irreducible loss and gradient noise and no signal. The
+    answers are not fed back after their queries (padding follows each query key,
+    as in Zoology): otherwise a model could answer the later queries by
+    elimination (the context value not yet shown) without recalling anything.
     """
 
     name = "synthetic"
@@ -99,14 +102,17 @@ class AssociativeRecall(LMData):
         p, q = self.n_pairs, self.n_queries
         keys = torch.rand(n, self.n_keys, generator=g).argsort(dim=1)[:, :p] + 1  # (n, p) distinct
         vals = torch.randint(self.n_values, (n, p), generator=g) + 1 + self.n_keys  # (n, p)
-        which = torch.rand(n, p, generator=g).argsort(dim=1)[:, :q]  # (n, q) pairs being queried
+        if q <= p:  # each pair queried at most once
+            which = torch.rand(n, p, generator=g).argsort(dim=1)[:, :q]  # (n, q) pairs being queried
+        else:  # more queries than pairs: keys are asked again
+            which = torch.randint(p, (n, q), generator=g)
         q_keys, q_vals = keys.gather(1, which), vals.gather(1, which)  # (n, q)
         x = torch.zeros(n, T, dtype=torch.long)
         y = torch.full((n, T), IGNORE, dtype=torch.long)
         x[:, 0 : 2 * p : 2], x[:, 1 : 2 * p : 2] = keys, vals
         start = T - 2 * q
-        x[:, start::2], x[:, start + 1 :: 2] = q_keys, q_vals
-        y[:, start::2] = q_vals  # at a query key, the next token is its value
+        x[:, start::2] = q_keys  # each followed by padding, not by its answer
+        y[:, start::2] = q_vals  # at a query key, the target is its value
         return x, y
 
     def train_batch(self, step, batch_size, seq_len):

@@ -157,15 +157,16 @@ def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
         val_batches=data.val_batches(int(tc.eval_batches), int(tc.batch_size), int(tc.seq_len)),
     )
     resumed_from = trainer.resume() if tc.resume else None
+    # A signal after the last step is ignored: the final evaluation is short and the result complete.
     with GracefulStop() as stop:
         status, error, diverged_step = trainer.run(stop)
-    res = {"status": status, "error": error, "optimizer": opt_name, "resumed_from_step": resumed_from,
-           "data": data.describe(), "checkpoint": None, "diverged_step": diverged_step}
-    res.update(_quality(trainer, status))
-    if status == "ok":
-        res["checkpoint"] = str(trainer.save())
-    elif status == "interrupted":
-        res["checkpoint"] = str(checkpoint_path(trainer.run_dir))
+        res = {"status": status, "error": error, "optimizer": opt_name, "resumed_from_step": resumed_from,
+               "data": data.describe(), "checkpoint": None, "diverged_step": diverged_step}
+        res.update(_quality(trainer, status))
+        if status == "ok":
+            res["checkpoint"] = str(trainer.save())
+        elif status == "interrupted":
+            res["checkpoint"] = str(checkpoint_path(trainer.run_dir))
     p = trainer.prog
     res.update(steps=p.step, tokens=p.tokens, train_s=p.train_s, wall_s=time.perf_counter() - t_start,
                tokens_per_s=p.tokens / p.train_s if p.train_s > 0 else None,
