@@ -64,6 +64,9 @@ class ModelConfig:
     context_length: int = 512
     dropout: float = 0.0
     tie_embeddings: bool = True
+    # Std of the normal init of every matrix (GPT-2: 0.02; residual projections get /sqrt(2·layers)).
+    # 0.02 suits widths in the hundreds; the `tiny` preset uses 1/sqrt(d_model) (see conf/model/tiny.yaml).
+    init_std: float = 0.02
 
 
 @dataclass
@@ -90,17 +93,17 @@ class BenchConfig:
 @dataclass
 class TrainConfig:
     name: str = "default"
-    steps: int = 200
-    batch_size: int = 16
+    steps: int = 1500
+    batch_size: int = 32
     seq_len: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 20
+    warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     beta1: float = 0.9
     beta2: float = 0.95
-    eval_every: int = 100
+    eval_every: int = 250
     eval_batches: int = 8
     eval_seq_lens: list = field(default_factory=list)
     log_every: int = 1  # metrics.jsonl / W&B every N steps (eval steps always)
@@ -117,9 +120,9 @@ class DataConfig:
     sha256: Optional[str] = None
     cache_dir: Optional[str] = None
     tokenizer: str = "char"
-    vocab_size: int = 64  # synthetic: vocabulary (0 = padding; keys and values split the rest)
-    n_pairs: int = 8  # synthetic: key-value pairs per sequence (sequence length = train.seq_len)
-    n_queries: Optional[int] = None  # synthetic: null = n_pairs
+    vocab_size: int = 17  # synthetic: vocabulary (0 = padding; keys and values split the rest)
+    n_pairs: int = 4  # synthetic: key-value pairs per sequence (sequence length = train.seq_len)
+    n_queries: Optional[int] = 16  # synthetic: null = n_pairs
     val_fraction: float = 0.1
 
 
@@ -313,7 +316,7 @@ def _check_ranges(cfg: DictConfig) -> None:
     for key, value in (("attn.dropout", cfg.attn.dropout), ("model.dropout", cfg.model.dropout)):
         if not 0 <= value < 1:
             raise ConfigError(f"{key}={value}: must be in [0, 1)")
-    for key, value in (("ffn.mult", cfg.ffn.mult), ("norm.eps", cfg.norm.eps)):
+    for key, value in (("ffn.mult", cfg.ffn.mult), ("norm.eps", cfg.norm.eps), ("model.init_std", cfg.model.init_std)):
         if not value > 0:
             raise ConfigError(f"{key}={value}: must be > 0")
     if not cfg.pos.base > 1:

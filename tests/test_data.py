@@ -46,7 +46,7 @@ def test_window_shorter_than_the_key_query_distance_cannot_see_the_context(make_
     """Changing the key-value context must not move the answer logits of a local model whose receptive
     field (layers x (window - 1)) is shorter than the distance; with full attention it must."""
     over = ["attn=local", f"attn.window={window}"] if window else []
-    cfg = make_cfg("stages=[train]", "data.n_pairs=4", "train.seq_len=48", "pos=rope", *over)
+    cfg = make_cfg("stages=[train]", "data.n_pairs=4", "data.n_queries=4", "train.seq_len=48", "pos=rope", *over)
     data = prepare_data(cfg)
     if window:
         assert cfg.model.n_layers * (window - 1) < data.min_distance(48)
@@ -91,9 +91,9 @@ def test_prepare_data_sets_vocab(make_cfg, tmp_path):
     (["data=text", "data.path=/no/such/file.txt"], "data.path"),
     (["data=shakespeare", "data.url=null"], "data.path"),
     (["data=text", "data.path=README.md", "data.tokenizer=word"], "data.tokenizer"),
-    (["data.n_pairs=20"], "train.seq_len"),
+    (["data.vocab_size=64", "data.n_pairs=20"], "train.seq_len"),
     (["data.n_queries=0"], "data.n_queries"),
-    (["data.vocab_size=10"], "data.vocab_size"),
+    (["data.vocab_size=8"], "data.vocab_size"),
     (["train.lr=0"], "train.lr"),
     (["train.batch_size=0"], "train.batch_size"),
     (["train.eval_seq_lens=[64,0]"], "train.eval_seq_lens"),

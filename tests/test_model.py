@@ -130,10 +130,12 @@ def test_post_norm_has_no_final_norm_and_differs_from_pre():
 
 
 def test_residual_projections_get_the_scaled_init():
-    model = build_model(load_config([*TINY, "model.d_model=256", "model.n_layers=8"]))
-    std = 0.02 / (2 * 8) ** 0.5
-    assert model.blocks[0].attn.out.weight.std().item() == pytest.approx(std, rel=0.05)
-    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    for init in (0.02, 0.05):
+        model = build_model(load_config([*TINY, "model.d_model=256", "model.n_layers=8", f"model.init_std={init}"]))
+        std = init / (2 * 8) ** 0.5
+        assert model.blocks[0].attn.out.weight.std().item() == pytest.approx(std, rel=0.05)
+        assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(init, rel=0.05)
+        assert model.wte.weight.std().item() == pytest.approx(init, rel=0.05)
 
 
 def test_build_is_seeded():

@@ -182,12 +182,12 @@ def test_experiment_composes_and_every_job_validates(name):
     assert len({config_hash(c) for c in cfgs}) == len(jobs)  # every job is a different config
 
 
-def test_positional_evaluates_at_1x_2x_4x_and_learned_fits_the_training_length():
+def test_positional_evaluates_at_1x_2x_4x_8x_and_learned_fits_the_training_length():
     cfgs = [load_config(["experiment=positional", *job]) for job in experiment_jobs("positional")]
     assert sorted(c.pos.name for c in cfgs) == ["alibi", "learned", "none", "rope", "sinusoidal"]
     for c in cfgs:
         T = c.train.seq_len
-        assert list(c.train.eval_seq_lens) == [T, 2 * T, 4 * T] and c.model.context_length >= T
+        assert list(c.train.eval_seq_lens) == [T, 2 * T, 4 * T, 8 * T] and c.model.context_length >= T
 
 
 def test_norm_ffn_parameters_are_matched():
@@ -202,10 +202,14 @@ def test_norm_ffn_parameters_are_matched():
 
 
 def test_depth_width_shapes_have_matched_block_weights():
-    shapes = [load_config(["experiment=depth_width", *job]) for job in experiment_jobs("depth_width")]
+    cfgs = [load_config(["experiment=depth_width", *job]) for job in experiment_jobs("depth_width")]
+    one_layer = [c for c in cfgs if c.model.n_layers == 1]
+    shapes = [c for c in cfgs if c.model.n_layers > 1]
     sizes = {12 * c.model.n_layers * c.model.d_model ** 2 for c in shapes}
     assert len(shapes) == 3 and len(sizes) == 1 and len({c.model.n_layers for c in shapes}) == 3
-    assert {c.model.d_model // c.attn.n_heads for c in shapes} == {16}
+    assert len(one_layer) == 1 and 0.9 < 12 * one_layer[0].model.d_model ** 2 / sizes.pop() <= 1.0
+    assert {c.model.d_model // c.attn.n_heads for c in cfgs} == {16}
+    assert all(abs(c.model.init_std * c.model.d_model ** 0.5 - 1) < 0.02 for c in cfgs)  # 1/sqrt(d) init
     gpu = [load_config(["experiment=depth_width", f"+experiment/depth_width={s}"])
            for s in ("L4_D768", "L9_D512", "L36_D256")]
     assert len({12 * c.model.n_layers * c.model.d_model ** 2 for c in gpu}) == 1
@@ -219,7 +223,7 @@ def test_window_has_windows_shorter_than_the_recall_distance_and_full_attention(
     data = AssociativeRecall(c.data.vocab_size, c.data.n_pairs, c.data.n_queries, 0)
     windows = sorted(x.attn.window for x in cfgs)
     assert all(x.attn.name == "local" and x.data.name == "synthetic" for x in cfgs)
-    assert windows[0] - 1 < data.min_distance(c.train.seq_len) and windows[-1] == c.train.seq_len
+    assert c.model.n_layers * (windows[0] - 1) < data.min_distance(c.train.seq_len) and windows[-1] == c.train.seq_len
 
 
 # ----------------------------------------------------------------------------- multiruns (subprocess)

@@ -20,7 +20,7 @@ from attnbench.train.loop import run_train
 
 # The tiny model on small batches: a few hundred ms per run on one core.
 FAST = ["stages=[train]", "logger=none", "device=cpu", "train.batch_size=8", "train.seq_len=32",
-        "train.eval_every=0", "train.eval_batches=2", "train.warmup_steps=5", "data.n_pairs=4"]
+        "train.eval_every=0", "train.eval_batches=2", "train.warmup_steps=5", "data.n_pairs=4", "data.n_queries=4"]
 
 
 class Recorder:
@@ -149,7 +149,7 @@ def test_job_writes_train_section_and_metrics(make_cfg, tmp_path):
                 "val_loss_by_len", "val_na", "metric_name", "metric"):
         assert key in tr
     assert res["status"] == "ok" and tr["tokens"] == 6 * 8 * 32 and tr["tokens_per_s"] > 0
-    assert res["config"]["model"]["vocab_size"] == 64  # from the data, not model=tiny's 256
+    assert res["config"]["model"]["vocab_size"] == 17  # from the data (data.vocab_size), not model=tiny's 256
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all({"train_loss", "lr", "tokens_per_s"} <= set(r) for r in rows)

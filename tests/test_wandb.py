@@ -14,7 +14,7 @@ from attnbench.wandb_sink import MAX_TAG_LEN, resolve_mode, run_tags, summary_fi
 
 TRAIN = ["stages=[train]", "device=cpu", "train.steps=6", "train.batch_size=2", "train.seq_len=16",
          "train.eval_every=3", "train.eval_batches=1", "train.warmup_steps=1", "train.log_every=2",
-         "data.n_pairs=2"]
+         "data.n_pairs=2", "data.n_queries=2"]
 BENCH = ["stages=[bench]", "device=cpu", "bench.modes=[forward,decode]", "bench.seq_lens=[16]", "bench.batch_size=1",
          "bench.repeats=2", "bench.warmup=1", "bench.decode_tokens=2", "bench.memory=none"]
 

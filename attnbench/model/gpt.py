@@ -36,7 +36,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: Any, n_kv_heads: int):
         super().__init__()
         m, a = cfg.model, cfg.attn
-        self.n_layers, self.n_kv_heads = m.n_layers, n_kv_heads
+        self.n_layers, self.n_kv_heads, self.init_std = m.n_layers, n_kv_heads, float(m.init_std)
         self.head_dim = m.d_model // a.n_heads
         self.pre_norm = cfg.norm.placement == "pre"
         self.wte = nn.Embedding(m.vocab_size, m.d_model)
@@ -61,14 +61,15 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """GPT-2 init: N(0, 0.02); residual output projections scaled by 1/sqrt(2·layers)."""
+        """GPT-2 init: N(0, model.init_std); residual output projections scaled by 1/sqrt(2·layers)."""
+        std = self.init_std
         if isinstance(module, nn.Linear):
-            std = 0.02 / math.sqrt(2 * self.n_layers) if getattr(module, "residual_proj", False) else 0.02
+            std = std / math.sqrt(2 * self.n_layers) if getattr(module, "residual_proj", False) else std
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def init_cache(self, batch_size: int, max_len: int, device: Optional[torch.device] = None,
                    dtype: Optional[torch.dtype] = None) -> KVCache:
