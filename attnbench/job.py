@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from .config import ConfigError, config_hash, validate, variant_name
 from .results import SCHEMA_VERSION, read_results, write_results
+from .train.interrupt import RaiseOnStop, StopRequested
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,13 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
 
         # Opened here, not inside the stages, so that a crash in a stage still closes them (W&B exit code).
         sinks = make_sinks(cfg, run_dir, append=bool(cfg.train.resume))
-        _run_stages(cfg, run_dir, res, sinks)
+        with RaiseOnStop():
+            _run_stages(cfg, run_dir, res, sinks)
         if res["status"] == "running":
             res["status"] = "ok"
+    except StopRequested as exc:  # a signal before or after training; during it the trainer checkpoints
+        res["status"], res["error"] = "interrupted", f"stopped by {exc} before the job finished; run it again"
+        log.warning("%s received: job stopped", exc)
     except ConfigError as exc:
         res["status"], res["error"] = "failed", str(exc)
         log.error("invalid config: %s", exc)  # so the job's log says why (a sweep prints no traceback)

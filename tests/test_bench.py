@@ -179,3 +179,28 @@ def test_cli_prints_the_table_and_writes_results(cli, tmp_path):
     assert "train_step" in proc.stdout and "median_ms" in proc.stdout and "gqa-alibi" in proc.stdout
     (path,) = (tmp_path / "runs").rglob("results.json")
     assert check_results(json.loads(path.read_text())) == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_bench_records_interrupted(tmp_path):
+    """A job stopped by SIGTERM (SLURM's kill) outside training still writes its result and exits non-zero."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "attnbench", *FAST, "bench.modes=[forward]", "bench.seq_lens=[512]",
+         "bench.repeats=100000", "device=cpu", f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    results, deadline = run_dir / "results.json", time.time() + 120
+    while time.time() < deadline and not results.is_file():  # written once the model is built, before the bench
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    res = json.loads(results.read_text())
+    assert proc.returncode == 1 and res["status"] == "interrupted", err
+    assert "SIGTERM" in res["error"] and "Traceback" not in err
