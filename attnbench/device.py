@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from pathlib import Path
 from typing import Any, ContextManager
 
 import torch
@@ -100,6 +101,18 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
+    return cpu_model()
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name where the OS gives it (Linux), so results say which CPU they were measured on;
+    else what `platform` knows (often only the architecture)."""
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine() or "cpu"
 
 

@@ -109,3 +109,12 @@ def test_the_config_is_plain_data():
     cfg = load_config(["attn=gqa", "pos=rope", "stages=[]"])
     data = OmegaConf.to_container(cfg, resolve=True)
     assert data["attn"]["n_kv_heads"] == 2 and data["pos"]["name"] == "rope"
+
+
+def test_cpu_model_name_from_cpuinfo(tmp_path):
+    from attnbench.device import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7763 64-Core Processor\n")
+    assert cpu_model(info) == "AMD EPYC 7763 64-Core Processor"
+    assert cpu_model(tmp_path / "missing")  # falls back to platform's answer, never empty
