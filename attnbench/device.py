@@ -41,10 +41,24 @@ def resolve_dtype(dev_cfg: Any) -> torch.dtype:
     return DTYPES[dev_cfg.dtype]
 
 
+# A bench grid compiles one graph per shape (flex is compiled with dynamic=False); at dynamo's default
+# limit of 8 the rest of the grid would silently run eagerly and be timed as if compiled.
+RECOMPILE_LIMIT = 64
+
+
 def setup(dev_cfg: Any) -> torch.device:
-    """Resolve the device and apply the thread count; returns the device."""
+    """Resolve the device and apply the thread count; returns the device.
+
+    With `device.compile`, dynamo's caches are reset: jobs of a multirun share the process, and graphs
+    (and recompile counts) left by an earlier job would otherwise push this one past the recompile
+    limit into eager mode (seen: the second job of a compiled flex sweep ran eagerly)."""
     if dev_cfg.threads:
         torch.set_num_threads(int(dev_cfg.threads))
+    if dev_cfg.compile:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     return resolve_device(dev_cfg)
 
 

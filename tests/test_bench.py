@@ -204,3 +204,17 @@ def test_sigterm_during_the_bench_records_interrupted(tmp_path):
     res = json.loads(results.read_text())
     assert proc.returncode == 1 and res["status"] == "interrupted", err
     assert "SIGTERM" in res["error"] and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_compiled_jobs_in_one_process_each_compile(make_cfg, tmp_path):
+    """device.compile=true: every job of a multirun (one process) compiles afresh; none inherits the
+    previous job's graphs or its recompile count (which would drop it to eager mode unnoticed)."""
+    first_ms = []
+    for i, seq_lens in enumerate(("[32,48]", "[32,48]")):
+        cfg = make_cfg(*FAST, "device=cpu", "device.compile=true", "bench.modes=[forward]",
+                       f"bench.seq_lens={seq_lens}", "bench.repeats=2")
+        res = run_job(cfg, tmp_path / str(i))
+        assert res["status"] == "ok", res["error"]
+        first_ms.append(res["bench"][0]["compile_s"])
+    assert all(s is not None and s > 0.2 for s in first_ms), first_ms  # eager first calls take milliseconds
