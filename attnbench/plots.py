@@ -73,9 +73,11 @@ def _save(fig: Figure, path: Path, n_series: int) -> Path:
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(3, max(1, len(labels))),
+        longest = max(len(lab) for lab in labels)  # long labels (variant + overrides) get fewer columns
+        ncol = 3 if longest <= 40 else 2 if longest <= 60 else 1
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)),
                    fontsize="small", frameon=False)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # never crop a legend wider than the panels
     log.info("wrote %s (%d runs)", path, n_series)
     return path
 
