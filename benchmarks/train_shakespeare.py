@@ -151,8 +151,12 @@ def main() -> None:
     _report(args, speed, ours, plain, ours_s, plain_s)
 
 
+def _medians(speed: dict) -> dict:
+    return {k: statistics.median(v) for k, v in speed.items()}
+
+
 def _report_speed(args, speed) -> float:
-    med = {k: statistics.median(v) for k, v in speed.items()}
+    med = _medians(speed)
     ratio = med["attnbench"] / med["plain"]
     print(f"throughput attnbench / plain: {ratio:.3f} ({'PASS' if ratio >= 1.0 else 'FAIL'}; medians of "
           f"{args.rounds} alternated runs of {args.speed_steps} steps each: {med['attnbench']:.0f} vs "
@@ -161,7 +165,7 @@ def _report_speed(args, speed) -> float:
 
 
 def _report(args, speed, ours, plain, ours_s, plain_s) -> None:
-    med = {k: statistics.median(v) for k, v in speed.items()}
+    med = _medians(speed)
     rows = [("attnbench", ours, med["attnbench"], ours_s), ("plain PyTorch", plain, med["plain"], plain_s)]
     print(f"\n{'':14s} {'params':>8s} {'val_loss':>9s} {'tokens/s (median)':>18s} {'run_s':>7s}")
     for name, r, tps, s in rows:
