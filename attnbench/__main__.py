@@ -20,7 +20,7 @@ def precheck(argv: list[str]) -> None:
         return
     overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a in ("-m", "--multirun") for a in argv):
-        from .sweep import check_sweep_overrides
+        from .sweep.callback import check_sweep_overrides
 
         check_sweep_overrides(overrides)  # each swept value composed once; validation is left to the jobs
     else:
@@ -30,7 +30,7 @@ def precheck(argv: list[str]) -> None:
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:1] == ["report"]:
-        from .report import main as report_main
+        from .report.cli import main as report_main
 
         sys.exit(report_main(argv[1:]))
     try:
@@ -41,7 +41,7 @@ def main() -> None:
         print(f"attnbench: error: {exc}", file=sys.stderr)
         sys.exit(2)
     from .cli import app
-    from .sweep import exit_code
+    from .sweep.callback import exit_code
 
     app()
     # A multirun returns here after all jobs ran; the sweep callback knows whether any failed.

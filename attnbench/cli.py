@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from .config import conf_dir
 from .job import run_job
-from .summary import format_results
+from .report.console import format_results
 
 log = logging.getLogger("attnbench")
 

@@ -12,7 +12,7 @@ from typing import Any, ContextManager
 
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from .config import ConfigError, config_hash, validate, variant_name
-from .results import SCHEMA_VERSION, read_results, write_results
+from .track.results import SCHEMA_VERSION, read_results, write_results
 from .train.interrupt import RaiseOnStop, StopRequested
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
     sinks = None
     try:
         validate(cfg)
-        from .tracking import make_sinks
+        from .track.sinks import make_sinks
 
         # Opened here, not inside the stages, so that a crash in a stage still closes them (W&B exit code).
         sinks = make_sinks(cfg, run_dir, append=bool(cfg.train.resume))
@@ -82,7 +82,7 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
 
     from . import device as dev
     from .model import build_model
-    from .stages import model_figures
+    from .bench.figures import model_figures
 
     device = dev.setup(cfg.device)
     dtype = dev.resolve_dtype(cfg.device)

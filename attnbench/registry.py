@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from .config import ConfigError
+from .errors import ConfigError
 
 T = TypeVar("T")
 
@@ -41,12 +41,6 @@ POSITIONAL: Registry = Registry("pos")
 NORMS: Registry = Registry("norm")
 FFNS: Registry = Registry("ffn")
 
+# The model package imports its components, which register themselves here; this module imports none.
 REGISTRIES = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}
 
-
-def _load_components() -> None:
-    # Importing the modules fills the registries.
-    from .model import ffn, kernels, norm, position  # noqa: F401
-
-
-_load_components()

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from attnbench.bench.timing import time_call
-from attnbench.summary import table
+from attnbench.report.console import table
 
 CPU = torch.device("cpu")
 

@@ -14,7 +14,7 @@ from attnbench.bench.peak import peak_flops
 from attnbench.bench.suite import run_bench
 from attnbench.bench.timing import time_call
 from attnbench.job import run_job
-from attnbench.results import BENCH_KEYS, check_results
+from attnbench.track.results import BENCH_KEYS, check_results
 
 CPU = torch.device("cpu")
 FAST = ("stages=[bench]", "logger=none", "bench=quick", "bench.memory=none", "bench.peak_flops=1e11",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from attnbench import report
-from attnbench.plots import pareto_front
-from attnbench.results import check_results
+from attnbench.report.plots import pareto_front
+from attnbench.track.results import check_results
 
 PNGS = ["latency_vs_seq_len.png", "memory_vs_seq_len.png", "training_curves.png", "val_loss_vs_len.png",
         "quality_vs_throughput.png"]
@@ -203,7 +203,7 @@ def test_wandb_trouble_never_fails_the_report(sweep, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_wandb_report_run_offline(sweep):
-    from attnbench.wandb_reader import read_run
+    from attnbench.track.wandb_reader import read_run
 
     assert report.main([str(sweep), "--wandb"]) == 0
     run = read_run(sweep / "report")  # the report run lives in <out>/wandb
@@ -219,7 +219,7 @@ def test_report_from_a_real_sweep(cli, tmp_path):
     import subprocess
     import sys
 
-    from attnbench.wandb_reader import read_run
+    from attnbench.track.wandb_reader import read_run
 
     sweep = tmp_path / "sweep"
     proc = cli("-m", "attn=mha,mqa", "stages=[bench,train]", "bench.seq_lens=[16,32]", "bench.repeats=2",

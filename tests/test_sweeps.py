@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from attnbench import load_config
 from attnbench.config import conf_dir, config_hash, group_options
 from attnbench.sweep import SweepCallback, main, resume_command
-from attnbench.sweep_summary import collect, write_summary
+from attnbench.sweep.summary import collect, write_summary
 
 TINY = ["stages=[]", "logger=none", "device=cpu"]
 EXPERIMENTS = group_options("experiment")
@@ -102,7 +102,7 @@ def test_config_hash_ignores_bookkeeping_keys():
 
 
 def test_a_finished_result_is_never_overwritten(tmp_path):
-    from attnbench.results import write_results
+    from attnbench.track.results import write_results
 
     write_results(tmp_path, {"status": "ok", "config_hash": "a", "n": 0})
     for n, status in enumerate(["running", "running", "failed"], 1):  # the same config re-run without resume

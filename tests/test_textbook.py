@@ -6,7 +6,7 @@ import torch
 
 from attnbench.model.attention import AttnContext, CausalSelfAttention
 from attnbench.model.kernels import MaskSpec, get_kernel
-from attnbench.model.textbook import CausalAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2
+from textbook import CausalAttention, MultiHeadAttentionWrapper, SelfAttention_v1, SelfAttention_v2
 
 # The book's running example: "Your journey starts with one step", 3-d embeddings.
 INPUTS = torch.tensor([[0.43, 0.15, 0.89], [0.55, 0.87, 0.66], [0.57, 0.85, 0.64],

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from attnbench.job import run_job
-from attnbench.results import read_results
-from attnbench.wandb_reader import find_run_files, iter_payloads, read_run
-from attnbench.wandb_sink import MAX_TAG_LEN, resolve_mode, run_tags, summary_figures
+from attnbench.track.results import read_results
+from attnbench.track.wandb_reader import find_run_files, iter_payloads, read_run
+from attnbench.track.wandb_sink import MAX_TAG_LEN, resolve_mode, run_tags, summary_figures
 
 TRAIN = ["stages=[train]", "device=cpu", "train.steps=6", "train.batch_size=2", "train.seq_len=16",
          "train.eval_every=3", "train.eval_batches=1", "train.warmup_steps=1", "train.log_every=2",
@@ -107,7 +107,7 @@ def test_sigterm_during_training_keeps_the_logged_history(make_cfg, tmp_path, mo
     import os
     import signal
 
-    from attnbench.wandb_sink import WandbSink
+    from attnbench.track.wandb_sink import WandbSink
 
     original = WandbSink.log
 
@@ -167,11 +167,11 @@ def test_online_without_api_key_falls_back_to_offline_fast(make_cfg, tmp_path, m
 
 
 def test_online_unreachable_server_is_bounded_then_offline(make_cfg, tmp_path, monkeypatch, fresh_wandb, caplog):
-    import attnbench.wandb_sink
+    import attnbench.track.wandb_sink
 
     _no_credentials(monkeypatch, tmp_path)
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # a key, but the server cannot be reached
-    monkeypatch.setattr(attnbench.wandb_sink, "_online_failed", False)
+    monkeypatch.setattr(attnbench.track.wandb_sink, "_online_failed", False)
     cfg = make_cfg("stages=[]", "logger.mode=online", "logger.init_timeout_s=2")
     t0 = time.monotonic()
     res = run_job(cfg, tmp_path / "job")
@@ -187,7 +187,7 @@ def test_online_unreachable_server_is_bounded_then_offline(make_cfg, tmp_path, m
 
 
 def test_credentials_found_in_netrc_without_prompting(tmp_path, monkeypatch, fresh_wandb):
-    from attnbench.wandb_sink import has_credentials
+    from attnbench.track.wandb_sink import has_credentials
 
     _no_credentials(monkeypatch, tmp_path)
     assert not has_credentials()
@@ -240,7 +240,7 @@ def test_reader_spans_blocks_and_stops_at_a_torn_tail(tmp_path):
     for i in range(5):
         run.log({"i": i}, step=i)
     run.finish()
-    from attnbench.wandb_sink import wait_for_exit_record
+    from attnbench.track.wandb_sink import wait_for_exit_record
 
     [f] = find_run_files(tmp_path)
     assert wait_for_exit_record(f, 30)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..config import resolve_layout
+from ..model.layout import resolve_layout
 from ..model.ffn import gated_hidden
 
 GATED = ("swiglu", "geglu")

@@ -29,7 +29,7 @@ import torch
 from omegaconf import OmegaConf
 
 from .. import device as dev
-from ..config import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils import benchmark
 
 from .. import device as dev
-from ..results import write_json_atomic
+from ..track.results import write_json_atomic
 
 log = logging.getLogger(__name__)
 

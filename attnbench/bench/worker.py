@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from .. import device as dev
 from ..model import build_model
-from ..results import write_json_atomic
+from ..track.results import write_json_atomic
 from .memory import rss_peak
 from .steps import make_step
 

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import ffn, kernels, norm, position  # noqa: F401  (importing a component registers it)
 from .gpt import GPT
 
 
@@ -13,7 +14,7 @@ def build_model(cfg: Any) -> GPT:
     """The GPT for a composed (and validated) config, on CPU in fp32.
 
     Device placement and dtype belong to the caller (bench / train stages)."""
-    from ..config import resolve_layout
+    from .layout import resolve_layout
 
     torch.manual_seed(int(cfg.seed))
     return GPT(cfg, resolve_layout(cfg))
@@ -45,7 +46,7 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
 
 def kv_cache_bytes_per_token(cfg: Any, bytes_per_element: int = 4) -> int:
     """2 (k and v) · layers · n_kv_heads · head_dim · bytes per element."""
-    from ..config import resolve_layout
+    from .layout import resolve_layout
 
     head_dim = cfg.model.d_model // cfg.attn.n_heads
     return 2 * cfg.model.n_layers * resolve_layout(cfg) * head_dim * bytes_per_element

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 

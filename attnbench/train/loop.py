@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..config import config_hash
+from ..config.naming import config_hash
 from ..device import autocast
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .data import IGNORE, LMData, TextData, prepare_data

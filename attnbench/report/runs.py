@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .results import read_results
+from ..track.results import read_results
 
 log = logging.getLogger(__name__)
 

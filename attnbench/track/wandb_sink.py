@@ -63,7 +63,7 @@ def run_group(cfg: Any) -> Optional[str]:
 
 
 def run_tags(cfg: Any) -> list[str]:
-    from .config import AXES
+    from ..config import AXES
 
     tags = [f"{axis}={cfg[axis].name}" for axis in AXES] + [str(t) for t in cfg.logger.tags]
     if cfg.experiment:
@@ -87,7 +87,7 @@ def flatten(obj: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
 
 def flat_config(cfg: Any) -> dict[str, Any]:
     """The resolved config with dotted keys (run table, parallel coordinates, grouping)."""
-    from .config import config_hash, resolve_layout, variant_name
+    from ..config import config_hash, resolve_layout, variant_name
 
     data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     data.pop("hydra", None)
@@ -153,7 +153,7 @@ def _source_git_root() -> Optional[str]:
 def init_kwargs(cfg: Any, run_dir: Path, mode: str) -> dict[str, Any]:
     import wandb
 
-    from .config import variant_name
+    from ..config import variant_name
 
     lc = cfg.logger
     git_root = _source_git_root()

@@ -5,7 +5,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .report_runs import Run, largest_ok, num
+from .runs import Run, largest_ok, num
 
 TITLES = {"latency": "Latency vs sequence length", "memory": "Peak memory vs sequence length",
           "training": "Training curves", "extrapolation": "Validation loss vs evaluation length",

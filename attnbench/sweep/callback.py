@@ -30,8 +30,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .results import read_results, write_results
-from .sweep_summary import FINAL_STATUSES, collect, render, write_summary
+from ..track.results import read_results, write_results
+from .summary import FINAL_STATUSES, collect, render, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from .config import ConfigError, check_group_overrides, conf_dir, one_line_error
+    from ..config import ConfigError, check_group_overrides, conf_dir, one_line_error
 
     check_group_overrides(overrides)
     try:
@@ -103,13 +103,13 @@ def record_failure(run_dir: Path, config: DictConfig, exc: BaseException) -> Non
 
 
 def _blank_results(config: DictConfig) -> dict:
-    from .job import new_results
+    from ..job import new_results
 
     task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     try:
         return new_results(task_cfg)
     except Exception:  # a config that cannot even be resolved
-        from .results import SCHEMA_VERSION
+        from ..track.results import SCHEMA_VERSION
 
         return {"schema": SCHEMA_VERSION, "variant": None, "config": {}, "env": {}, "model": {}, "bench": []}
 
@@ -158,6 +158,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(render(args.sweep_dir, rows, cmd))
     return 1 if not rows or any(r["status"] != "ok" for r in rows) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,9 +5,9 @@ from typing import Any
 
 from torch import nn
 
-from .bench.flops import flops_per_token_fwd, flops_per_token_train
-from .device import DTYPES
-from .model import kv_cache_bytes_per_token, param_breakdown
+from .flops import flops_per_token_fwd, flops_per_token_train
+from ..device import DTYPES
+from ..model import kv_cache_bytes_per_token, param_breakdown
 
 
 def reference_seq_len(cfg: Any) -> int:

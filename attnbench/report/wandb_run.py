@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def sweep_group(runs: list, paths: Sequence[Path]) -> Optional[str]:
     """The group the jobs' W&B runs used; else what the sink would use for this directory."""
-    from .wandb_reader import find_run_files, read_run
+    from ..track.wandb_reader import find_run_files, read_run
 
     for r in runs:  # the first readable job run decides: all jobs of a sweep share the group
         files = find_run_files(r.dir) if (r.dir / "wandb").is_dir() else []
@@ -45,7 +45,7 @@ def _logger_cfg(runs: list) -> dict:
 
 
 def resolve_mode(mode: Optional[str]) -> str:
-    from .wandb_sink import has_credentials
+    from ..track.wandb_sink import has_credentials
 
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
@@ -81,8 +81,8 @@ def log_report(rep: Any, paths: Sequence[Path], out: Path, mode: Optional[str] =
     except ImportError:
         log.warning("wandb is not installed; no W&B report run")
         return None
-    from .report import csv_row
-    from .wandb_sink import wait_for_exit_record
+    from .tables import csv_row
+    from ..track.wandb_sink import wait_for_exit_record
 
     mode = resolve_mode(mode)
     if mode == "disabled":

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .report_runs import largest_ok, read_overrides
-from .results import read_results
+from ..report.runs import largest_ok, read_overrides
+from ..track.results import read_results
 
 FINAL_STATUSES = ("ok", "failed", "oom", "diverged", "interrupted")
 COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",

@@ -1,0 +1,151 @@
+"""Typed config schema: one dataclass per config group, registered as `attnbench_schema`.
+
+Hydra composes the YAML files in `conf/`; these dataclasses make a wrong type or an
+unknown key fail at composition time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+@dataclass
+class AttnConfig:
+    name: str = "mha"
+    n_heads: int = 4
+    n_kv_heads: Optional[int] = None  # null = n_heads (MHA)
+    window: Optional[int] = None  # null = full causal
+    impl: str = "sdpa"
+    qkv_bias: bool = False
+    dropout: float = 0.0
+
+
+@dataclass
+class PosConfig:
+    name: str = "learned"
+    base: float = 10000.0  # RoPE base
+
+
+@dataclass
+class NormConfig:
+    name: str = "layernorm"
+    placement: str = "pre"
+    eps: float = 1e-5
+
+
+@dataclass
+class FFNConfig:
+    name: str = "gelu"
+    mult: float = 4.0  # hidden = mult * d_model for non-gated FFNs
+    multiple_of: int = 64  # gated FFNs round their 2/3 hidden size up to this
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    d_model: int = 64
+    n_layers: int = 2
+    vocab_size: int = 256
+    context_length: int = 512
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    # Std of the normal init of every matrix (GPT-2: 0.02; residual projections get /sqrt(2·layers)).
+    # 0.02 suits widths in the hundreds; the `tiny` preset uses 1/sqrt(d_model) (see conf/model/tiny.yaml).
+    init_std: float = 0.02
+
+
+@dataclass
+class DeviceConfig:
+    name: str = "auto"
+    dtype: str = "float32"
+    compile: bool = False
+    threads: Optional[int] = None  # null = leave torch's default
+
+
+@dataclass
+class BenchConfig:
+    name: str = "default"
+    modes: list = field(default_factory=lambda: ["forward", "train_step", "prefill", "decode"])
+    batch_size: int = 4
+    seq_lens: list = field(default_factory=lambda: [64, 128])
+    decode_tokens: int = 16
+    warmup: int = 2
+    repeats: int = 10
+    memory: str = "auto"  # auto (cuda counter / CPU subprocess) | subprocess | none; see bench/memory.py
+    peak_flops: Optional[float] = None  # override the measured matmul peak (FLOP/s)
+
+
+@dataclass
+class TrainConfig:
+    name: str = "default"
+    steps: int = 1500
+    batch_size: int = 32
+    seq_len: int = 64
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eval_every: int = 250
+    eval_batches: int = 8
+    eval_seq_lens: list = field(default_factory=list)
+    log_every: int = 1  # metrics.jsonl / W&B every N steps (eval steps always)
+    checkpoint_every: int = 0  # 0 = only on interrupt and at the end
+    resume: bool = False
+    sample_tokens: int = 200
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"
+    path: Optional[str] = None
+    url: Optional[str] = None
+    sha256: Optional[str] = None
+    cache_dir: Optional[str] = None
+    tokenizer: str = "char"
+    vocab_size: int = 17  # synthetic: vocabulary (0 = padding; keys and values split the rest)
+    n_pairs: int = 4  # synthetic: key-value pairs per sequence (sequence length = train.seq_len)
+    n_queries: Optional[int] = 16  # synthetic: null = n_pairs
+    val_fraction: float = 0.1
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    mode: Optional[str] = None  # null = $WANDB_MODE or offline
+    project: str = "attnbench"
+    entity: Optional[str] = None
+    tags: list = field(default_factory=list)
+    group: Optional[str] = None  # null = the sweep directory (multirun), else the experiment name
+    init_timeout_s: float = 30.0  # online without network: give up (and log offline) after this
+    finish_timeout_s: float = 60.0  # bound on the end-of-run upload and on waiting for the local file
+    system_stats: bool = False  # W&B's CPU/GPU sampler; off by default so it cannot perturb CPU timings
+
+
+@dataclass
+class Config:
+    attn: AttnConfig = field(default_factory=AttnConfig)
+    pos: PosConfig = field(default_factory=PosConfig)
+    norm: NormConfig = field(default_factory=NormConfig)
+    ffn: FFNConfig = field(default_factory=FFNConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    experiment: Optional[str] = None
+    stages: list = field(default_factory=lambda: ["bench", "train"])
+    seed: int = 0
+    resume: bool = False  # skip this job if its run dir already holds an ok result for this config
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="attnbench_schema", node=Config)
+
+
+register_schema()
+

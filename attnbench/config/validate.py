@@ -1,0 +1,138 @@
+"""Cross-axis validation: called once per job, before anything is allocated. Every
+failure is a `ConfigError` with one line that names the config key and the allowed values."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig
+
+from ..errors import ConfigError
+from .compose import AXES, group_options
+from .schema import Config
+
+def _choose(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value}: not allowed; choose from [{', '.join(map(str, allowed))}]")
+
+
+def _positive(key: str, value: Optional[int], allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value}: must be an integer >= 1")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Local and cross-axis checks; raises ConfigError with a one-line message."""
+    from .. import model  # noqa: F401  (importing the model package fills the registries)
+    from .. import registry
+    from ..device import resolve_device
+    from ..model.layout import resolve_layout
+
+    m, a = cfg.model, cfg.attn
+    _check_known_keys(cfg)
+    for group in AXES:
+        name = cfg[group].name
+        opts = group_options(group)
+        if group != "model" and name not in opts:  # model presets may be user-defined
+            raise ConfigError(f"{group}={name}: unknown option; choose from [{', '.join(opts)}]")
+    for key in ("d_model", "n_layers", "vocab_size", "context_length"):
+        _positive(f"model.{key}", m[key])
+    _positive("attn.n_heads", a.n_heads)
+    _positive("attn.n_kv_heads", a.n_kv_heads, allow_none=True)
+    _positive("attn.window", a.window, allow_none=True)
+    if a.name == "local" and a.window is None:
+        raise ConfigError("attn.window=null: attn=local needs an integer window >= 1")
+    if m.d_model % a.n_heads:
+        raise ConfigError(f"model.d_model={m.d_model}: must be divisible by attn.n_heads={a.n_heads}")
+    n_kv = resolve_layout(cfg)
+    if a.n_heads % n_kv:
+        raise ConfigError(f"attn.n_kv_heads={n_kv}: must divide attn.n_heads={a.n_heads}")
+    if cfg.pos.name == "rope" and (m.d_model // a.n_heads) % 2:
+        raise ConfigError(f"pos=rope: head_dim={m.d_model // a.n_heads} must be even (model.d_model / attn.n_heads)")
+    _check_ranges(cfg)
+    _choose("norm.placement", cfg.norm.placement, ("pre", "post"))
+    _choose("device.dtype", cfg.device.dtype, ("float32", "bfloat16", "float16"))
+    if cfg.logger.mode is not None:
+        _choose("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
+    for stage in cfg.stages:
+        _choose("stages", stage, ("bench", "train"))
+    for mode in cfg.bench.modes:
+        _choose("bench.modes", mode, ("forward", "train_step", "prefill", "decode"))
+    _check_bench(cfg.bench)
+    for key in ("positional", "kernel", "ffn", "norm"):
+        registry.REGISTRIES[key].get(_axis_name(cfg, key))  # unknown names → ConfigError
+    device = resolve_device(cfg.device)
+    kernel = registry.KERNELS.get(a.impl)()
+    problem = kernel.unsupported(cfg, device.type, n_kv)
+    if problem:
+        raise ConfigError(f"attn.impl={a.impl}: {problem}")
+    _check_lengths(cfg)
+    if "train" in cfg.stages:
+        from ..train.checks import check as check_train_and_data
+
+        check_train_and_data(cfg)
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    """Numeric fields whose bad values would otherwise fail (or silently misbehave) inside torch."""
+    for key, value in (("attn.dropout", cfg.attn.dropout), ("model.dropout", cfg.model.dropout)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{key}={value}: must be in [0, 1)")
+    for key, value in (("ffn.mult", cfg.ffn.mult), ("norm.eps", cfg.norm.eps), ("model.init_std", cfg.model.init_std)):
+        if not value > 0:
+            raise ConfigError(f"{key}={value}: must be > 0")
+    if not cfg.pos.base > 1:
+        raise ConfigError(f"pos.base={cfg.pos.base}: must be > 1 (RoPE/sinusoidal frequency base)")
+    _positive("ffn.multiple_of", cfg.ffn.multiple_of)
+    _positive("device.threads", cfg.device.threads, allow_none=True)
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """`+attn.windw=3` gets past Hydra's struct check; a typo must not be silently ignored."""
+    for f in dataclasses.fields(Config):
+        schema = f.default_factory
+        if dataclasses.is_dataclass(schema) and isinstance(cfg.get(f.name), DictConfig):
+            known = [g.name for g in dataclasses.fields(schema)]
+            for key in cfg[f.name]:
+                if key not in known:
+                    raise ConfigError(f"{f.name}.{key}: unknown key; choose from [{', '.join(known)}]")
+
+
+def _check_bench(b: DictConfig) -> None:
+    for key in ("batch_size", "decode_tokens", "repeats"):
+        _positive(f"bench.{key}", b[key])
+    if not isinstance(b.warmup, int) or b.warmup < 0:
+        raise ConfigError(f"bench.warmup={b.warmup}: must be an integer >= 0")
+    if not b.seq_lens:
+        raise ConfigError("bench.seq_lens=[]: give at least one sequence length")
+    for t in b.seq_lens:
+        _positive("bench.seq_lens", t)
+    _choose("bench.memory", b.memory, ("auto", "subprocess", "none"))
+    if b.peak_flops is not None and not b.peak_flops > 0:
+        raise ConfigError(f"bench.peak_flops={b.peak_flops}: must be > 0 FLOP/s (or null to probe)")
+
+
+def _axis_name(cfg: DictConfig, key: str) -> str:
+    return {"positional": cfg.pos.name, "kernel": cfg.attn.impl, "ffn": cfg.ffn.name, "norm": cfg.norm.name}[key]
+
+
+def _check_lengths(cfg: DictConfig) -> None:
+    """Learned positions cannot go past model.context_length."""
+    if cfg.pos.name != "learned":
+        return
+    ctx = cfg.model.context_length
+    lens = {"train.seq_len": [cfg.train.seq_len] if "train" in cfg.stages else []}
+    if "bench" in cfg.stages:
+        extra = cfg.bench.decode_tokens if {"prefill", "decode"} & set(cfg.bench.modes) else 0
+        lens["bench.seq_lens"] = [t + extra for t in cfg.bench.seq_lens]
+    for key, values in lens.items():
+        for t in values:
+            if t > ctx:
+                raise ConfigError(
+                    f"{key}: length {t} > model.context_length={ctx} with pos=learned; "
+                    "raise model.context_length or use pos=[none, sinusoidal, rope, alibi]"
+                )
+
+

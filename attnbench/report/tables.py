@@ -1,0 +1,46 @@
+"""Per-job rows of the report: `results.csv` (one row per job, every figure) and `bench.csv`."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from .runs import Run, largest_ok
+
+BENCH_MODES = ("forward", "train_step", "prefill", "decode")
+
+
+def csv_row(run: Run) -> dict[str, Any]:
+    """Every figure of a run as flat CSV columns (units in the names)."""
+    res, m, env, tr = run.res, run.res.get("model") or {}, run.res.get("env") or {}, run.train
+    row: dict[str, Any] = {"label": run.label, "variant": run.variant, "distinguishing_overrides": run.distinct,
+                           "status": res.get("status"), "error": res.get("error"),
+                           "overrides": " ".join(run.overrides), "run_dir": str(run.dir)}
+    row.update({k: m.get(k) for k in ("params", "non_embedding_params", "flops_per_token_fwd",
+                                      "flops_per_token_train", "kv_cache_bytes_per_token")})
+    for mode in BENCH_MODES:
+        pt = largest_ok(res.get("bench"), mode) or {}
+        for k in ("seq_len", "median_ms", "p10_ms", "p90_ms", "tokens_per_s", "peak_mem_bytes", "mfu"):
+            row[f"{mode}_{k}"] = pt.get(k)
+    row["bench_points_not_ok"] = sum(1 for r in res.get("bench") or [] if r.get("status") != "ok")
+    for k in ("status", "steps", "tokens", "wall_s", "tokens_per_s", "train_loss", "val_loss", "metric_name", "metric"):
+        row[f"train_{k}" if k in ("status", "steps", "tokens", "wall_s", "tokens_per_s") else k] = tr.get(k)
+    for t, v in sorted((tr.get("val_loss_by_len") or {}).items(), key=lambda kv: int(kv[0])):
+        row[f"val_loss_T{t}"] = v
+    row.update({f"env_{k}": env.get(k) for k in ("device", "device_name", "torch", "threads", "dtype")})
+    return row
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return path
+
+
+def bench_rows(runs: list[Run]) -> list[dict]:
+    return [{"label": r.label, "variant": r.variant, **row} for r in runs for row in r.res.get("bench") or []]
+
+
