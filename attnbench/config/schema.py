@@ -10,6 +10,8 @@ from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
+from ..bench.modes import BENCH_MODES
+
 @dataclass
 class AttnConfig:
     name: str = "mha"
@@ -19,12 +21,29 @@ class AttnConfig:
     impl: str = "sdpa"
     qkv_bias: bool = False
     dropout: float = 0.0
+    softcap: Optional[float] = None  # Gemma 2: scores -> softcap·tanh(scores/softcap); null = off
+    # attn=mla (DeepSeek-V2 Multi-head Latent Attention); null = derived from D = d_model / n_heads
+    kv_lora_rank: Optional[int] = None  # latent dims cached per token; null = 4·D
+    q_lora_rank: Optional[int] = None  # low-rank query; null = full-rank query projection
+    qk_nope_head_dim: Optional[int] = None  # per-head position-free q/k dims; null = D
+    rope_head_dim: Optional[int] = None  # decoupled RoPE q/k dims (one key shared by all heads); null = D/2
+    v_head_dim: Optional[int] = None  # null = D
+    absorb: bool = False  # decode steps fold the up-projections into the query and output
 
 
 @dataclass
 class PosConfig:
     name: str = "learned"
     base: float = 10000.0  # RoPE base
+    # RoPE context extension (pos=rope only): none | linear (PI) | ntk | yarn | llama3
+    scaling: str = "none"
+    factor: float = 1.0  # extended length / original_context
+    original_context: Optional[int] = None  # the pre-extension length; null = model.context_length
+    low_freq_factor: float = 1.0  # llama3
+    high_freq_factor: float = 4.0  # llama3
+    beta_fast: float = 32.0  # yarn
+    beta_slow: float = 1.0  # yarn
+    scaling_in_training: bool = True  # false: plain RoPE while training, scaled in eval (extension without fine-tuning)
 
 
 @dataclass
@@ -32,6 +51,7 @@ class NormConfig:
     name: str = "layernorm"
     placement: str = "pre"
     eps: float = 1e-5
+    qk_norm: bool = False  # norm.name over head_dim on q and k, before RoPE (Qwen3)
 
 
 @dataclass
@@ -39,6 +59,7 @@ class FFNConfig:
     name: str = "gelu"
     mult: float = 4.0  # hidden = mult * d_model for non-gated FFNs
     multiple_of: int = 64  # gated FFNs round their 2/3 hidden size up to this
+    approximate: str = "none"  # GELU of gelu/geglu: none (exact, as PyTorch/nanoGPT) | tanh (GPT-2's gelu_new)
 
 
 @dataclass
@@ -51,8 +72,10 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     # Std of the normal init of every matrix (GPT-2: 0.02; residual projections get /sqrt(2·layers)).
-    # 0.02 suits widths in the hundreds; the `tiny` preset uses 1/sqrt(d_model) (see conf/model/tiny.yaml).
-    init_std: float = 0.02
+    # null = 1/sqrt(d_model), following the width (the `tiny` preset; see conf/model/tiny.yaml).
+    init_std: Optional[float] = 0.02
+    bias: bool = True  # false: no bias in any Linear or LayerNorm (nanoGPT's bias=False); needs attn.qkv_bias=false
+    final_softcap: Optional[float] = None  # Gemma 2: logits -> cap·tanh(logits/cap); null = off
 
 
 @dataclass
@@ -66,7 +89,7 @@ class DeviceConfig:
 @dataclass
 class BenchConfig:
     name: str = "default"
-    modes: list = field(default_factory=lambda: ["forward", "train_step", "prefill", "decode"])
+    modes: list = field(default_factory=lambda: list(BENCH_MODES))
     batch_size: int = 4
     seq_lens: list = field(default_factory=lambda: [64, 128])
     decode_tokens: int = 16
@@ -114,7 +137,8 @@ class DataConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"
+    # Any backend: name, mode, project, tags, group. W&B only: entity and the last three (see track/loggers.py).
+    name: str = "wandb"  # the backend, a name in registry.LOGGERS: wandb | none
     mode: Optional[str] = None  # null = $WANDB_MODE or offline
     project: str = "attnbench"
     entity: Optional[str] = None

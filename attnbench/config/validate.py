@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
 
+from ..bench.modes import BENCH_MODES
 from ..errors import ConfigError
 from .compose import AXES, group_options
 from .schema import Config
@@ -29,6 +30,7 @@ def validate(cfg: DictConfig) -> None:
     from .. import registry
     from ..device import resolve_device
     from ..model.layout import resolve_layout
+    from ..model.mla import config_problem as mla_config_problem
 
     m, a = cfg.model, cfg.attn
     _check_known_keys(cfg)
@@ -49,17 +51,21 @@ def validate(cfg: DictConfig) -> None:
     n_kv = resolve_layout(cfg)
     if a.n_heads % n_kv:
         raise ConfigError(f"attn.n_kv_heads={n_kv}: must divide attn.n_heads={a.n_heads}")
-    if cfg.pos.name == "rope" and (m.d_model // a.n_heads) % 2:
+    if cfg.pos.name == "rope" and a.name != "mla" and (m.d_model // a.n_heads) % 2:  # mla: attn.rope_head_dim
         raise ConfigError(f"pos=rope: head_dim={m.d_model // a.n_heads} must be even (model.d_model / attn.n_heads)")
     _check_ranges(cfg)
+    _check_extensions(cfg)
     _choose("norm.placement", cfg.norm.placement, ("pre", "post"))
     _choose("device.dtype", cfg.device.dtype, ("float32", "bfloat16", "float16"))
+    from ..track.loggers import LOGGER_MODES  # importing it registers the logger backends
+
+    registry.LOGGERS.get(cfg.logger.name)  # an unknown backend (`logger.name=foo`) → ConfigError
     if cfg.logger.mode is not None:
-        _choose("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
+        _choose("logger.mode", cfg.logger.mode, LOGGER_MODES)
     for stage in cfg.stages:
         _choose("stages", stage, ("bench", "train"))
     for mode in cfg.bench.modes:
-        _choose("bench.modes", mode, ("forward", "train_step", "prefill", "decode"))
+        _choose("bench.modes", mode, BENCH_MODES)
     _check_bench(cfg.bench)
     for key in ("positional", "kernel", "ffn", "norm"):
         registry.REGISTRIES[key].get(_axis_name(cfg, key))  # unknown names → ConfigError
@@ -68,6 +74,9 @@ def validate(cfg: DictConfig) -> None:
     problem = kernel.unsupported(cfg, device.type, n_kv)
     if problem:
         raise ConfigError(f"attn.impl={a.impl}: {problem}")
+    problem = mla_config_problem(cfg, kernel)  # attn=mla dims, pos and kernel; MLA fields without attn=mla
+    if problem:
+        raise ConfigError(problem)
     _check_lengths(cfg)
     if "train" in cfg.stages:
         from ..train.checks import check as check_train_and_data
@@ -80,13 +89,42 @@ def _check_ranges(cfg: DictConfig) -> None:
     for key, value in (("attn.dropout", cfg.attn.dropout), ("model.dropout", cfg.model.dropout)):
         if not 0 <= value < 1:
             raise ConfigError(f"{key}={value}: must be in [0, 1)")
-    for key, value in (("ffn.mult", cfg.ffn.mult), ("norm.eps", cfg.norm.eps), ("model.init_std", cfg.model.init_std)):
+    for key, value in (("ffn.mult", cfg.ffn.mult), ("norm.eps", cfg.norm.eps)):
         if not value > 0:
             raise ConfigError(f"{key}={value}: must be > 0")
+    if cfg.model.init_std is not None and not cfg.model.init_std > 0:
+        raise ConfigError(f"model.init_std={cfg.model.init_std}: must be > 0 (or null = 1/sqrt(model.d_model))")
+    _choose("ffn.approximate", cfg.ffn.approximate, ("none", "tanh"))
+    if not cfg.model.bias and cfg.attn.qkv_bias:
+        raise ConfigError("attn.qkv_bias=true: not with model.bias=false (no bias in any Linear); "
+                          "set attn.qkv_bias=false or model.bias=true")
     if not cfg.pos.base > 1:
         raise ConfigError(f"pos.base={cfg.pos.base}: must be > 1 (RoPE/sinusoidal frequency base)")
     _positive("ffn.multiple_of", cfg.ffn.multiple_of)
     _positive("device.threads", cfg.device.threads, allow_none=True)
+
+
+def _check_extensions(cfg: DictConfig) -> None:
+    """pos.scaling (RoPE context extension), attn.softcap and model.final_softcap."""
+    from ..model.position import ROPE_SCALINGS
+
+    p = cfg.pos
+    _choose("pos.scaling", p.scaling, ROPE_SCALINGS)
+    if p.scaling != "none" and p.name != "rope":
+        raise ConfigError(f"pos.scaling={p.scaling}: only with pos=rope (pos={p.name} has no rotary frequencies)")
+    if not p.factor >= 1:
+        raise ConfigError(f"pos.factor={p.factor}: must be >= 1 (extended length / pos.original_context)")
+    _positive("pos.original_context", p.original_context, allow_none=True)
+    head_dim = cfg.model.d_model // cfg.attn.n_heads
+    if p.scaling == "ntk" and head_dim <= 2:  # base · factor^(D/(D-2)) needs D > 2
+        raise ConfigError(f"pos.scaling=ntk: head_dim={head_dim} must be > 2 (model.d_model / attn.n_heads)")
+    if p.scaling == "llama3" and not 0 < p.low_freq_factor < p.high_freq_factor:
+        raise ConfigError(f"pos.low_freq_factor={p.low_freq_factor}: must be > 0 and < pos.high_freq_factor={p.high_freq_factor}")
+    if p.scaling == "yarn" and not 0 < p.beta_slow < p.beta_fast:
+        raise ConfigError(f"pos.beta_slow={p.beta_slow}: must be > 0 and < pos.beta_fast={p.beta_fast}")
+    for key, value in (("attn.softcap", cfg.attn.softcap), ("model.final_softcap", cfg.model.final_softcap)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key}={value}: must be > 0 (or null = off)")
 
 
 def _check_known_keys(cfg: DictConfig) -> None:
@@ -109,7 +147,9 @@ def _check_bench(b: DictConfig) -> None:
         raise ConfigError("bench.seq_lens=[]: give at least one sequence length")
     for t in b.seq_lens:
         _positive("bench.seq_lens", t)
-    _choose("bench.memory", b.memory, ("auto", "subprocess", "none"))
+    from ..bench.memory import MEMORY_METHODS
+
+    _choose("bench.memory", b.memory, MEMORY_METHODS)
     if b.peak_flops is not None and not b.peak_flops > 0:
         raise ConfigError(f"bench.peak_flops={b.peak_flops}: must be > 0 FLOP/s (or null to probe)")
 

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .kernels import Kernel, MaskSpec, default_scale
+from .kernels import Kernel, MaskSpec, allowed_mask, default_scale
 from .position import Rotary, apply_rotary
 
 
@@ -52,7 +52,9 @@ class KVCache:
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, window: Optional[int] = None,
-                 qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0):
+                 qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
+                 q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None,
+                 softcap: Optional[float] = None, out_bias: bool = True):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
@@ -60,10 +62,16 @@ class CausalSelfAttention(nn.Module):
         # One fused projection: q (H·D) | k (Hkv·D) | v (Hkv·D). Its shape depends only on
         # the layout, never on the kernel, so state_dicts move between kernels.
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=qkv_bias)
-        self.out = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model, bias=out_bias)  # out_bias=False: model.bias=false
         self.out.residual_proj = True
         self.resid_drop = nn.Dropout(resid_dropout)
         self.scale = default_scale(self.head_dim)
+        # QK-norm (norm.qk_norm): one norm over head_dim shared by all heads, as Qwen3 (state_dict
+        # keys attn.q_norm.weight / attn.k_norm.weight); None = off.
+        self.q_norm, self.k_norm = q_norm, k_norm
+        self.softcap = softcap
+        self.record_max_logit = False  # set by max_attention_logit()
+        self.max_logit: Optional[Tensor] = None
 
     def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
@@ -72,14 +80,57 @@ class CausalSelfAttention(nn.Module):
             return self.resid_drop(self.kernel.module_forward(self, x, spec, ctx.bias))
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
-        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
+        q, k = q.view(B, T, H, D), k.view(B, T, Hkv, D)
+        if self.q_norm is not None:  # per head, after the projection and before RoPE (Qwen3)
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.transpose(1, 2)  # (B, H, T, D)
+        k = k.transpose(1, 2)  # (B, Hkv, T, D)
         v = v.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
         if ctx.rot is not None:
             q, k = apply_rotary(q, ctx.rot), apply_rotary(k, ctx.rot)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, S, D), S = cached + T
         drop = self.dropout if self.training else 0.0
-        y = self.kernel(q, k, v, spec=spec, bias=ctx.bias, scale=self.scale, dropout=drop)  # (B, H, T, D)
+        if self.record_max_logit:
+            self.max_logit = max_logit(q, k, spec, self.scale)
+        extra = {"softcap": self.softcap} if self.softcap is not None else {}  # only softcap kernels take it
+        y = self.kernel(q, k, v, spec=spec, bias=ctx.bias, scale=self.scale, dropout=drop, **extra)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.out(y))
+
+
+def max_logit(q: Tensor, k: Tensor, spec: MaskSpec, scale: float) -> Tensor:
+    """max |q kᵀ · scale| over the keys each query may see (before any softcap or bias); a 0-d tensor.
+    q (B, H, T, D), k (B, Hkv, S, D)."""
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    qg = q.float().view(B, Hkv, H // Hkv, T, D)  # (B, Hkv, G, T, D)
+    scores = (qg @ k.float().unsqueeze(2).transpose(-2, -1)).abs() * scale  # (B, Hkv, G, T, S)
+    return scores.masked_fill(~allowed_mask(T, S, spec, q.device), 0.0).amax()
+
+
+@torch.no_grad()
+def max_attention_logit(model: nn.Module, idx: Tensor) -> float:
+    """The largest attention logit |q·k|/sqrt(D) of any layer and head on `idx` (B, T), in eval mode.
+
+    The quantity whose growth Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer
+    training instabilities") tie to divergence at high learning rates, and which QK-norm bounds.
+    Any attention module with a `record_max_logit` flag takes part; costs one extra (T, S) score
+    matrix per layer, so call it on one batch at evaluation time, not every step."""
+    layers = [m for m in model.modules() if hasattr(m, "record_max_logit")]
+    if not layers:
+        raise ValueError("max_attention_logit: the model has no attention module that records its logits")
+    was_training = model.training
+    model.eval()
+    try:
+        for m in layers:
+            m.record_max_logit, m.max_logit = True, None
+        model(idx)
+        seen = [m.max_logit for m in layers if m.max_logit is not None]
+    finally:
+        for m in layers:
+            m.record_max_logit, m.max_logit = False, None
+        model.train(was_training)
+    if not seen:  # e.g. attn.impl=torch_mha projects inside the kernel and never exposes q, k
+        raise ValueError("max_attention_logit: no layer exposed q and k (this attn.impl projects internally)")
+    return float(torch.stack(seen).max())

@@ -6,6 +6,7 @@ its registry, so this file has no per-option branches.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any, Optional
 
 import torch
@@ -14,6 +15,14 @@ from torch import Tensor, nn
 from ..registry import FFNS, NORMS, POSITIONAL
 from .attention import AttnContext, CausalSelfAttention, KVCache
 from .kernels import MaskSpec, get_kernel
+from . import mla
+
+
+def resolved_init_std(cfg: Any) -> float:
+    """model.init_std, or 1/sqrt(model.d_model) when it is null, so the init follows the width
+    (the value results.json records under model.init_std)."""
+    std = cfg.model.get("init_std")
+    return float(std) if std is not None else 1.0 / math.sqrt(cfg.model.d_model)
 
 
 class Block(nn.Module):
@@ -36,19 +45,26 @@ class GPT(nn.Module):
     def __init__(self, cfg: Any, n_kv_heads: int):
         super().__init__()
         m, a = cfg.model, cfg.attn
-        self.n_layers, self.n_kv_heads, self.init_std = m.n_layers, n_kv_heads, float(m.init_std)
+        self.n_layers, self.n_kv_heads, self.init_std = m.n_layers, n_kv_heads, resolved_init_std(cfg)
+        bias = bool(m.get("bias", True))  # model.bias=false: no bias in any Linear or LayerNorm (nanoGPT)
         self.head_dim = m.d_model // a.n_heads
         self.pre_norm = cfg.norm.placement == "pre"
         self.wte = nn.Embedding(m.vocab_size, m.d_model)
-        self.pos = POSITIONAL.get(cfg.pos.name)(m.d_model, a.n_heads, m.context_length, base=cfg.pos.base)
+        self.pos = POSITIONAL.get(cfg.pos.name).from_config(cfg)
         self.drop = nn.Dropout(m.dropout)
-        norm = NORMS.get(cfg.norm.name)
+        norm = partial(NORMS.get(cfg.norm.name), bias=bias)
         ffn = FFNS.get(cfg.ffn.name)
+        qk_norm = cfg.norm.get("qk_norm", False)
         self.blocks = nn.ModuleList(
             Block(
+                mla.build(cfg, get_kernel(a.impl)) if a.name == "mla" else
                 CausalSelfAttention(m.d_model, a.n_heads, n_kv_heads, get_kernel(a.impl), a.window,
-                                    a.qkv_bias, a.dropout, m.dropout),
-                ffn(m.d_model, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout),
+                                    a.qkv_bias, a.dropout, m.dropout,
+                                    q_norm=norm(self.head_dim, cfg.norm.eps) if qk_norm else None,
+                                    k_norm=norm(self.head_dim, cfg.norm.eps) if qk_norm else None,
+                                    softcap=a.get("softcap"), out_bias=bias),
+                ffn(m.d_model, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout,
+                    approximate=cfg.ffn.get("approximate", "none"), bias=bias),
                 norm(m.d_model, cfg.norm.eps), norm(m.d_model, cfg.norm.eps), cfg.norm.placement,
             )
             for _ in range(m.n_layers)
@@ -58,6 +74,11 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(m.d_model, m.vocab_size, bias=False)
         if m.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        self.final_softcap = m.get("final_softcap")  # Gemma 2 logit soft-capping; None = off
+        if not bias:  # components that take no bias flag (e.g. attn=mla's projections) lose theirs here
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is not None:
+                    module.register_parameter("bias", None)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -80,6 +101,10 @@ class GPT(nn.Module):
         if self.pos.max_len is not None and max_len > self.pos.max_len:
             raise ValueError(f"max_len={max_len} > model.context_length={self.pos.max_len} with pos=learned")
         ref = self.wte.weight
+        if isinstance(self.blocks[0].attn, mla.MultiHeadLatentAttention):  # only the latent + shared RoPE key
+            d = self.blocks[0].attn.dims
+            return mla.LatentCache(self.n_layers, batch_size, max_len, d.kv_rank, d.rope,
+                                   device or ref.device, dtype or ref.dtype)
         return KVCache(self.n_layers, batch_size, self.n_kv_heads, max_len, self.head_dim,
                        device or ref.device, dtype or ref.dtype)
 
@@ -99,4 +124,7 @@ class GPT(nn.Module):
             x = block(x, ctx, cache, i)
         if cache is not None:
             cache.advance(T)
-        return self.lm_head(self.norm_f(x))  # (B, T, vocab)
+        logits = self.lm_head(self.norm_f(x))  # (B, T, vocab)
+        if self.final_softcap is not None:
+            logits = self.final_softcap * torch.tanh(logits / self.final_softcap)
+        return logits

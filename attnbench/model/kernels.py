@@ -3,6 +3,8 @@
     kernel(q, k, v, *, spec, bias, scale, dropout) -> out
     q: (B, H, T, D); k, v: (B, Hkv, S, D) with H % Hkv == 0; out: (B, H, T, D)
 
+Kernels with `supports_softcap` also take `softcap=` (attn.softcap); it is only passed when set.
+
 `manual` is the plain reference every other kernel is tested against. A kernel
 declares what it cannot serve (device, bias, window, GQA, rotary, KV cache,
 backward) and `unsupported()` turns that into a config error before anything is
@@ -63,6 +65,9 @@ class Kernel:
     supports_gqa = True
     supports_rotary = True
     supports_cache = True
+    supports_softcap = False  # can apply attn.softcap (a score modification before the softmax)
+    supports_qk_norm = True  # can normalise q/k between the projection and the scores
+    supports_v_head_dim = True  # v's head dim may differ from q/k's (attn=mla)
     owns_projection = False  # True: the kernel runs the projections itself (nn.MultiheadAttention)
 
     def unsupported(self, cfg: Any, device_type: str, n_kv_heads: int) -> Optional[str]:
@@ -77,6 +82,10 @@ class Kernel:
             return "cannot apply a sliding window (attn.window must be null)"
         if n_kv_heads != cfg.attn.n_heads and not self.supports_gqa:
             return f"needs n_kv_heads = n_heads, so not attn={cfg.attn.name}"
+        if cfg.attn.get("softcap") is not None and not self.supports_softcap:
+            return "cannot modify attention scores, so no attn.softcap (use attn.impl=manual or flex)"
+        if cfg.norm.get("qk_norm") and not self.supports_qk_norm:
+            return "cannot normalise q/k inside its projections, so not norm.qk_norm=true"
         wants_cache = "bench" in cfg.stages and {"prefill", "decode"} & set(cfg.bench.modes)
         if wants_cache and not self.supports_cache:
             return "has no KV cache; drop prefill/decode from bench.modes"
@@ -89,21 +98,32 @@ class Kernel:
         return None
 
 
+def softcap_scores(scores: Tensor, softcap: Optional[float]) -> Tensor:
+    """Gemma 2 soft-capping: softcap · tanh(scores / softcap), smooth and bounded in (-cap, cap)."""
+    return scores if softcap is None else softcap * torch.tanh(scores / softcap)
+
+
 def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
-                     scale: float, dropout: float = 0.0) -> Tensor:
-    """Explicit softmax(q kᵀ · scale + bias, masked) v. GQA by a grouped reshape (no K/V copy)."""
+                     scale: float, dropout: float = 0.0, softcap: Optional[float] = None) -> Tensor:
+    """Explicit softmax(cap(q kᵀ · scale) + bias, masked) v. GQA by a grouped reshape (no K/V copy).
+    The cap acts on q kᵀ · scale only, before bias and mask (as Gemma 2 caps before its mask)."""
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     G = H // Hkv
     qg = q.view(B, Hkv, G, T, D)  # (B, Hkv, G, T, D): query heads grouped by their KV head
-    scores = (qg @ k.unsqueeze(2).transpose(-2, -1)) * scale  # (B, Hkv, G, T, S)
+    # The reference computes scores, bias and softmax in fp32 whatever the compute dtype: under bf16
+    # autocast, q kᵀ rounded to bf16 (8 mantissa bits) is off by up to 0.4% of each score before the
+    # softmax (docs/configuration.md, "bf16 attention reference"). Autocast would round the fp32
+    # matmul back to bf16, hence the disabled region.
+    with torch.autocast(q.device.type, enabled=False):
+        scores = softcap_scores((qg.float() @ k.float().unsqueeze(2).transpose(-2, -1)) * scale, softcap)  # (B, Hkv, G, T, S)
     if bias is not None:
-        scores = scores + bias.view(Hkv, G, T, S).to(scores.dtype)
+        scores = scores + bias.view(Hkv, G, T, S).float()
     scores = scores.masked_fill(~allowed_mask(T, S, spec, q.device), float("-inf"))
     att = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     if dropout > 0:
         att = F.dropout(att, p=dropout)
-    return (att @ v.unsqueeze(2)).reshape(B, H, T, D)  # (B, Hkv, G, T, D) -> (B, H, T, D)
+    return (att @ v.unsqueeze(2)).reshape(B, H, T, v.shape[-1])  # (B, Hkv, G, T, Dv) -> (B, H, T, Dv)
 
 
 @KERNELS.register("manual")
@@ -111,9 +131,10 @@ class ManualKernel(Kernel):
     """Reference: materialises the (T, S) score matrix (O(T²) memory)."""
 
     name = "manual"
+    supports_softcap = True
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
-        return manual_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout)
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None):
+        return manual_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout, softcap=softcap)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
@@ -132,7 +153,10 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Opt
     if bias is None:
         mask = allowed_mask(T, S, spec, q.device)  # (T, S) bool
     else:
-        mask = additive_mask(T, S, spec, bias, q.dtype, q.device)  # (H, T, S)
+        # On CPU a float mask always goes to the math backend, which keeps fp32 intermediates: an fp32
+        # bias is not rounded to bf16. CUDA's efficient kernel rejects a bias whose dtype is not q's.
+        mask_dtype = torch.float32 if q.device.type == "cpu" else q.dtype
+        mask = additive_mask(T, S, spec, bias, mask_dtype, q.device)  # (H, T, S)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
 
 
@@ -167,6 +191,7 @@ class SDPAFlashKernel(SDPAKernel):
     backend = SDPBackend.FLASH_ATTENTION
     devices = frozenset({"cpu", "cuda"})
     supports_bias = False
+    supports_v_head_dim = False  # "No available kernel" on CPU; CUDA's flash check wants equal q/k/v dims too
 
     def _extra_unsupported(self, cfg, device_type):
         if device_type == "cuda" and cfg.attn.window is not None:
@@ -183,6 +208,9 @@ class SDPAEfficientKernel(SDPAKernel):
     name = "sdpa_efficient"
     backend = SDPBackend.EFFICIENT_ATTENTION
     devices = frozenset({"cuda"})
+    # torch 2.13's SDPA documentation: enable_gqa "works only for Flash_attention and math kernel";
+    # pinned to this backend a GQA/MQA call would raise "No available kernel" at run time.
+    supports_gqa = False
 
 
 @KERNELS.register("wrapper")
@@ -191,8 +219,9 @@ class WrapperKernel(Kernel):
     concatenated. Same parameters as every other kernel; the slow baseline."""
 
     name = "wrapper"
+    supports_softcap = True  # each head runs manual_attention, which applies it
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None):
         H, Hkv = q.shape[1], k.shape[1]
         G = H // Hkv
         heads = []
@@ -200,7 +229,7 @@ class WrapperKernel(Kernel):
             kv = slice(h // G, h // G + 1)
             b = bias[h : h + 1] if bias is not None else None
             heads.append(manual_attention(q[:, h : h + 1], k[:, kv], v[:, kv], spec=spec, bias=b,
-                                          scale=scale, dropout=dropout))
+                                          scale=scale, dropout=dropout, softcap=softcap))
         return torch.cat(heads, dim=1)  # (B, H, T, D)
 
 
@@ -213,6 +242,8 @@ class TorchMHAKernel(Kernel):
     supports_gqa = False
     supports_rotary = False
     supports_cache = False
+    supports_qk_norm = False
+    supports_v_head_dim = False  # nn.MultiheadAttention's own projections: one head dim
     owns_projection = True
 
     def module_forward(self, attn: Any, x: Tensor, spec: MaskSpec, bias: Optional[Tensor]) -> Tensor:
@@ -237,6 +268,7 @@ class FlexKernel(Kernel):
     `device.compile=true` (eager flex materialises scores and is only a correctness path)."""
 
     name = "flex"
+    supports_softcap = True  # in the score_mod
     backward_devices = frozenset({"cuda"})
     devices = frozenset({"cpu", "cuda"})
     compile = os.environ.get("ATTNBENCH_FLEX_COMPILE", "0") == "1"
@@ -273,12 +305,18 @@ class FlexKernel(Kernel):
             self._compiled = torch.compile(flex_attention, dynamic=False)
         return self._compiled
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None):
         if dropout > 0:
             raise ValueError("attn.impl=flex: attention dropout is not supported (set attn.dropout=0)")
         T, S = q.shape[2], k.shape[2]
         score_mod = None
-        if bias is not None:
+        if bias is not None and softcap is not None:
+            def score_mod(score, b, h, qi, ki):  # score = q·k·scale; cap first, then the bias (as manual)
+                return softcap * torch.tanh(score / softcap) + bias[h, qi, ki]
+        elif softcap is not None:
+            def score_mod(score, b, h, qi, ki):
+                return softcap * torch.tanh(score / softcap)
+        elif bias is not None:
             def score_mod(score, b, h, qi, ki):
                 return score + bias[h, qi, ki]
         return self._fn(q.device)(q, k, v, score_mod=score_mod, block_mask=self._block_mask(T, S, spec, q.device),
