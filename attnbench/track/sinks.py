@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +20,7 @@ class Sink(Protocol):
     def log(self, metrics: dict[str, Any], step: int) -> None: ...
     def summary(self, results: dict[str, Any]) -> None: ...
     def close(self, status: str) -> None: ...
+    # Optional: `rewind(step)` forgets history after `step` (train.resume restarts from a checkpoint there).
 
 
 class JsonlSink:
@@ -31,6 +34,38 @@ class JsonlSink:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._f.write(json.dumps({"step": step, **metrics}) + "\n")
         self._f.flush()
+
+    def rewind(self, step: int) -> int:
+        """Keep only the rows with step <= `step`; returns how many rows were dropped.
+
+        A run killed after its last checkpoint logged steps that the resumed run logs again:
+        without this, metrics.jsonl holds them twice and the curves zig-zag. The file is
+        rewritten to a temporary file and renamed, so a kill here leaves the old file whole."""
+        self._f.close()
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines() if self.path.is_file() else []:
+            try:
+                row_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):  # a line torn by the crash
+                dropped += 1
+                continue
+            if isinstance(row_step, int) and row_step <= step:
+                kept.append(line)
+            else:
+                dropped += 1
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(line + "\n" for line in kept))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        self._f = open(self.path, "a")
+        if dropped:
+            log.info("%s: dropped %d rows logged after step %d (resuming from there)", self.path, dropped, step)
+        return dropped
 
     def summary(self, results: dict[str, Any]) -> None:
         pass
@@ -61,14 +96,22 @@ class MultiSink:
     def close(self, status: str) -> None:
         self._each("close", status)
 
+    def rewind(self, step: int) -> None:
+        """Forget history after `step` in every sink that keeps one (see JsonlSink.rewind)."""
+        for s in self.sinks:
+            if hasattr(s, "rewind"):
+                try:
+                    s.rewind(step)
+                except Exception as exc:  # a mirror must not take the run down
+                    log.warning("%s.rewind failed: %s", type(s).__name__, exc)
+
 
 def make_sinks(cfg: Any, run_dir: Path, append: bool = False) -> MultiSink:
-    """metrics.jsonl always; W&B when `logger=wandb` (mode offline unless set)."""
-    sinks: list = [JsonlSink(Path(run_dir) / "metrics.jsonl", append=append)]
-    if cfg.logger.name == "wandb":
-        from .wandb_sink import WandbSink
+    """metrics.jsonl always, plus the mirror of the `logger` backend (registry.LOGGERS; see loggers.py)."""
+    from .loggers import logger_sink
 
-        sink = WandbSink.create(cfg, Path(run_dir))
-        if sink is not None:
-            sinks.append(sink)
+    sinks: list = [JsonlSink(Path(run_dir) / "metrics.jsonl", append=append)]
+    sink = logger_sink(cfg, Path(run_dir))
+    if sink is not None:
+        sinks.append(sink)
     return MultiSink(sinks)

@@ -20,9 +20,10 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from . import wandb_rules
+
 log = logging.getLogger(__name__)
 
-MODES = ("offline", "online", "disabled")
 MAX_TAG_LEN = 64  # wandb.init rejects longer tags
 SUMMARY_SKIP = {"config", "bench", "schema"}  # sent as config / per-row keys / not a figure
 _online_failed = False  # set when online init failed once in this process
@@ -30,12 +31,8 @@ _online_failed = False  # set when online init failed once in this process
 
 # ----------------------------------------------------------------------------- run identity
 def resolve_mode(cfg: Any) -> str:
-    mode = cfg.logger.mode or os.environ.get("WANDB_MODE") or "offline"
-    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)  # wandb's legacy spellings
-    if mode not in MODES:
-        log.warning("WANDB_MODE=%s: not one of %s; logging offline", mode, list(MODES))
-        return "offline"
-    return mode
+    """logger.mode, else $WANDB_MODE, else offline (the rule lives in wandb_rules.py)."""
+    return wandb_rules.resolve_mode(cfg.logger.mode)
 
 
 def sweep_dir() -> Optional[Path]:
@@ -57,13 +54,12 @@ def run_group(cfg: Any) -> Optional[str]:
         return str(cfg.logger.group)
     sweep = sweep_dir()
     if sweep is not None:
-        tail = "/".join(sweep.resolve().parts[-3:])  # multirun/<date>/<time> for the default layout
-        return f"{cfg.experiment}:{tail}" if cfg.experiment else tail
+        return wandb_rules.sweep_group(sweep, cfg.experiment)
     return str(cfg.experiment) if cfg.experiment else None
 
 
 def run_tags(cfg: Any) -> list[str]:
-    from ..config import AXES
+    from ..config.compose import AXES
 
     tags = [f"{axis}={cfg[axis].name}" for axis in AXES] + [str(t) for t in cfg.logger.tags]
     if cfg.experiment:
@@ -87,7 +83,8 @@ def flatten(obj: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
 
 def flat_config(cfg: Any) -> dict[str, Any]:
     """The resolved config with dotted keys (run table, parallel coordinates, grouping)."""
-    from ..config import config_hash, resolve_layout, variant_name
+    from ..config.naming import config_hash, variant_name
+    from ..model.layout import resolve_layout
 
     data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     data.pop("hydra", None)
@@ -127,20 +124,7 @@ def bench_table(rows: list[dict]) -> Any:
 
 
 # ----------------------------------------------------------------------------- credentials
-def has_credentials() -> bool:
-    """Whether online W&B would find an API key without prompting (env, .netrc, settings)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    try:  # wandb's own lookup, told not to prompt; an internal module, hence the fallback
-        import wandb
-        from wandb.sdk.lib import wbauth
-
-        host = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
-        found = wbauth.authenticate_session(host=host, source="attnbench", prompt=False, update_session=False)
-        return found is not None
-    except Exception as exc:
-        log.debug("W&B credential lookup failed: %s", exc)
-        return False
+has_credentials = wandb_rules.has_credentials  # kept here too: the tests and older callers import it from the sink
 
 
 def _source_git_root() -> Optional[str]:
@@ -153,7 +137,7 @@ def _source_git_root() -> Optional[str]:
 def init_kwargs(cfg: Any, run_dir: Path, mode: str) -> dict[str, Any]:
     import wandb
 
-    from ..config import variant_name
+    from ..config.naming import variant_name
 
     lc = cfg.logger
     git_root = _source_git_root()
@@ -172,13 +156,14 @@ def init_kwargs(cfg: Any, run_dir: Path, mode: str) -> dict[str, Any]:
 
 
 class WandbSink:
-    """A Sink (see tracking.py) backed by one W&B run."""
+    """A Sink (see sinks.py) backed by one W&B run."""
 
     def __init__(self, run: Any, wait_s: float):
         self.run = run
         self.wait_s = wait_s
         self._mirroring = True
         self._closed = False
+        self._last_step = -1  # W&B drops (with a warning) a step below the run's current one
 
     @classmethod
     def create(cls, cfg: Any, run_dir: Path) -> Optional["WandbSink"]:
@@ -189,10 +174,8 @@ class WandbSink:
             return None
         if mode == "online" and _online_failed:
             mode = "offline"  # a sequential sweep pays the init timeout once, not once per job
-        if mode == "online" and not has_credentials():
-            log.warning("logger.mode=online but no W&B API key (WANDB_API_KEY or `wandb login`): logging offline; "
-                        "upload later with `wandb sync %s/wandb/offline-run-*`", run_dir)
-            mode = "offline"
+        mode = wandb_rules.usable_mode(mode, f"logger.mode={mode}",
+                                       f"upload later with `wandb sync {run_dir}/wandb/offline-run-*`")
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         run = _start(cfg, run_dir, mode)
         if run is None and mode == "online":
@@ -213,7 +196,30 @@ class WandbSink:
                         what, _one_line(exc))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        if int(step) <= self._last_step:  # already in this W&B run's history: never twice, never backwards
+            log.debug("W&B: step %s not mirrored (the run is at step %d)", step, self._last_step)
+            return
+        self._last_step = int(step)
         self._guard("log", lambda: self.run.log(dict(metrics), step=int(step)))
+
+    def rewind(self, step: int) -> None:
+        """train.resume restarts from a checkpoint at `step`: mirror only the steps after it.
+
+        Each attempt of a job is its own W&B run (offline runs cannot be reopened), so the resumed
+        run's history starts at step + 1, and the crashed attempt's run keeps what it logged. A run
+        that W&B itself resumed (WANDB_RUN_ID + WANDB_RESUME, online) already holds steps up to the
+        crash and refuses lower ones: those stay as the crashed attempt logged them, and mirroring
+        goes on from the run's current step (metrics.jsonl has the resumed values)."""
+        floor = int(step)
+        try:
+            if self.run.resumed and int(self.run.starting_step) - 1 > floor:
+                log.warning("W&B run %s was resumed at step %d > checkpoint step %d: W&B keeps the crashed "
+                            "attempt's values for steps %d..%d (metrics.jsonl has the resumed ones)",
+                            self.run.id, self.run.starting_step, floor, floor + 1, self.run.starting_step - 1)
+                floor = int(self.run.starting_step) - 1
+        except Exception as exc:  # an attribute of a wandb version we do not know: keep the checkpoint step
+            log.debug("W&B resumed-run check failed: %s", exc)
+        self._last_step = floor
 
     def summary(self, results: dict[str, Any]) -> None:
         def _write() -> None:

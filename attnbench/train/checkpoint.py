@@ -4,6 +4,13 @@ Model and optimizer state, the grad scaler, the step (which is also the learning
 -rate schedule position and the data position, see data.py), the RNG states and
 the running counters. Written to a temporary file and renamed, so a kill during
 the save leaves the previous checkpoint intact.
+
+Read with `torch.load(weights_only=True)`: a checkpoint on a shared filesystem is
+untrusted input, and a full unpickler would run whatever code a crafted file names.
+Everything saved is therefore plain data that the restricted unpickler accepts
+(tensors, dicts, lists, ints, floats, strings, None): the Python `random` state is
+stored as a list, not its native tuple. numpy's RNG is not used by attnbench, so
+it is not saved.
 """
 from __future__ import annotations
 
@@ -15,7 +22,14 @@ from typing import Any, Optional
 
 import torch
 
+from ..errors import ConfigError
+
 CHECKPOINT_NAME = "checkpoint.pt"
+FORMAT = 2  # 2: weights_only-safe RNG states (1 stored Python's random state as a tuple)
+
+
+class CheckpointError(ConfigError):
+    """The run directory's checkpoint cannot be used; one line, like every bad input."""
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -23,15 +37,17 @@ def checkpoint_path(run_dir: Path) -> Path:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    version, internal, gauss_next = random.getstate()
+    state: dict = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss_next]}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state_all()  # a list of ByteTensors
     return state
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -39,7 +55,7 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: Any,
                     counters: dict, config_hash: str) -> None:
     obj = {
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+        "format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
         "counters": counters, "rng": rng_state(), "config_hash": config_hash,
     }
     path = Path(path)
@@ -53,16 +69,40 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         Path(tmp).unlink(missing_ok=True)
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint's contents, read without running any code from the file.
+
+    Raises CheckpointError (one line) for a file that is torn, corrupt, crafted, or not a checkpoint."""
+    path = Path(path)
+    try:
+        # Loaded on CPU: load_state_dict copies onto the parameters' device, and the RNG states must stay on CPU.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn zip, truncated pickle, a global the restricted unpickler refuses, ...
+        raise CheckpointError(f"{path} is unreadable: {_one_line(exc)}; delete it to start over") from None
+    missing = [k for k in ("model", "optimizer", "scaler", "counters", "rng", "config_hash")
+               if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise CheckpointError(f"{path} is unreadable: not an attnbench checkpoint (no {', '.join(missing)}); "
+                              "delete it to start over")
+    return obj
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: Any) -> Optional[dict]:
     """Restore a checkpoint into model/optimizer/scaler and the RNGs; returns it (None if absent)."""
     path = Path(path)
     if not path.is_file():
         return None
-    # weights_only=False: the RNG states hold Python tuples; the file is one this program wrote.
-    # Loaded on CPU: load_state_dict copies onto the parameters' device, and the RNG states must stay on CPU.
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(obj["model"])
-    opt.load_state_dict(obj["optimizer"])
-    scaler.load_state_dict(obj["scaler"])
-    set_rng_state(obj["rng"])
+    obj = read_checkpoint(path)
+    try:
+        model.load_state_dict(obj["model"])
+        opt.load_state_dict(obj["optimizer"])
+        scaler.load_state_dict(obj["scaler"])
+        set_rng_state(obj["rng"])
+    except Exception as exc:  # e.g. a checkpoint of another architecture left in this run directory
+        raise CheckpointError(f"{path} does not fit this run: {_one_line(exc)}; "
+                              "delete it to start over") from None
     return obj

@@ -1,6 +1,6 @@
 """Validation of the `train` and `data` config groups (called from config.validate).
 
-Pure config checks: nothing is downloaded or allocated here. Each failure is a
+Config checks: nothing is downloaded or allocated here (a local corpus is read once, to count its tokens). Each failure is a
 one-line ConfigError naming the key and what is allowed.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .data import DATASETS, TOKENIZERS
+from .data import DATASETS, TOKENIZERS, check_corpus_length, corpus_tokens
 
 
 def _at_least(key: str, value: Any, low: float, integer: bool = True, allow_none: bool = False) -> None:
@@ -51,6 +51,10 @@ def check_data(cfg: Any) -> None:
         raise ConfigError(f"data.path=null: data={d.name} needs data.path=/path/to/file.txt")
     if d.path is not None and not Path(d.path).expanduser().is_file():
         raise ConfigError(f"data.path={d.path}: no such file")
+    if d.path is not None:  # before anything is built: an empty or short file fails here, in one line
+        path = Path(d.path).expanduser()
+        check_corpus_length(path, corpus_tokens(path, d.tokenizer), d.tokenizer, int(cfg.train.seq_len),
+                            float(d.val_fraction))
 
 
 def check_synthetic(cfg: Any) -> None:

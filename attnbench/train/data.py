@@ -19,6 +19,8 @@ import torch
 from omegaconf import read_write
 from torch import Tensor
 
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
@@ -133,10 +135,11 @@ class TextData(LMData):
 
     metric_name = "bpc"
 
-    def __init__(self, text: str, tokenizer: str, val_fraction: float, seed: int, name: str = "text"):
+    def __init__(self, text: str | bytes, tokenizer: str, val_fraction: float, seed: int, name: str = "text"):
+        """`text`: the corpus as str, or (byte tokenizer) the file's raw bytes, which need not be UTF-8."""
         self.name, self.tokenizer, self.seed = name, tokenizer, seed
         if tokenizer == "byte":
-            raw = text.encode("utf-8")
+            raw = text if isinstance(text, bytes) else text.encode("utf-8")
             self.vocab_size = 256
             ids = torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
             self.itos: Optional[list[str]] = None
@@ -145,7 +148,7 @@ class TextData(LMData):
             self.vocab_size = len(self.itos)
             stoi = {ch: i for i, ch in enumerate(self.itos)}
             ids = torch.tensor([stoi[ch] for ch in text], dtype=torch.long)
-        split = int(len(ids) * (1.0 - val_fraction))
+        split = split_point(len(ids), val_fraction)
         self.train_ids, self.val_ids = ids[:split], ids[split:]
 
     @staticmethod
@@ -186,6 +189,54 @@ class TextData(LMData):
                 "val_tokens": len(self.val_ids)}
 
 
+# ----------------------------------------------------------------------------- corpus checks
+def split_point(n_tokens: int, val_fraction: float) -> int:
+    """Tokens [0, split) train, [split, n) validate."""
+    return int(n_tokens * (1.0 - val_fraction))
+
+
+def min_text_tokens(seq_len: int, val_fraction: float) -> int:
+    """The shortest corpus with one window (seq_len inputs + 1 target) in each split.
+
+    Training draws windows from the train split; validation at train.seq_len (always run)
+    reads windows from the validation split."""
+    need = seq_len + 1
+    n = max(2 * need, math.ceil(need / max(val_fraction, 1e-9)), math.ceil(need / max(1 - val_fraction, 1e-9))) - 2
+    n = max(n, 0)
+    while not (split_point(n, val_fraction) >= need and n - split_point(n, val_fraction) >= need):
+        n += 1  # a few steps at most: the bound above is off only by int() rounding
+    return n
+
+
+def read_corpus(path: Path, tokenizer: str) -> str | bytes:
+    """The file as the tokenizer reads it: raw bytes (`byte`, any file) or UTF-8 text (`char`)."""
+    raw = Path(path).read_bytes()
+    if tokenizer == "byte":
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"data.path={path}: not UTF-8 text (byte {exc.start}: {exc.reason}), which "
+                          "data.tokenizer=char needs; use data.tokenizer=byte to read the raw bytes") from None
+
+
+def check_corpus_length(path: Path, n_tokens: int, tokenizer: str, seq_len: int, val_fraction: float) -> None:
+    """One ConfigError line when the corpus cannot hold a training and a validation window."""
+    need = min_text_tokens(seq_len, val_fraction)
+    if n_tokens < need:
+        empty = " (empty file)" if n_tokens == 0 else ""
+        raise ConfigError(f"data.path={path}: {n_tokens} tokens{empty} with data.tokenizer={tokenizer}; "
+                          f"train.seq_len={seq_len} needs >= {need} (a window of {seq_len}+1 tokens in both "
+                          f"the train and the validation split, data.val_fraction={val_fraction})")
+
+
+def corpus_tokens(path: Path, tokenizer: str) -> int:
+    """Token count of a corpus file, without building the dataset (bytes: no read at all)."""
+    if tokenizer == "byte":
+        return Path(path).stat().st_size
+    return len(read_corpus(path, tokenizer))
+
+
 # ----------------------------------------------------------------------------- entry point
 def load_data(cfg: Any) -> LMData:
     """The dataset named by `cfg.data` (downloads Tiny Shakespeare once if needed)."""
@@ -203,7 +254,9 @@ def load_data(cfg: Any) -> LMData:
 
         if sha256_of(path) != d.sha256:
             log.warning("data.path=%s is not the canonical Tiny Shakespeare (SHA-256 differs)", path)
-    text = path.read_text(encoding="utf-8")
+    text = read_corpus(path, d.tokenizer)
+    # Again here: a downloaded corpus was not there to check at validation time.
+    check_corpus_length(path, len(text), d.tokenizer, int(cfg.train.seq_len), float(d.val_fraction))
     return TextData(text, d.tokenizer, float(d.val_fraction), int(cfg.seed), name=d.name)
 
 
@@ -215,7 +268,3 @@ def prepare_data(cfg: Any) -> LMData:
         with read_write(cfg):
             cfg.model.vocab_size = data.vocab_size
     return data
-
-
-def bits_per_token(loss_nats: Optional[float]) -> Optional[float]:
-    return None if loss_nats is None else loss_nats / math.log(2)

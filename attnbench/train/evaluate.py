@@ -42,11 +42,20 @@ def metric_of(data: LMData, ev: dict[str, float]) -> float:
     return ev["acc"] if data.metric_name == "recall_acc" else ev["loss"] / math.log(2)
 
 
-def length_reason(model: nn.Module, data: LMData, seq_len: int, context_length: int) -> Optional[str]:
-    """Why the model cannot be evaluated at `seq_len`, or None."""
+def length_reason(model: nn.Module, data: LMData, seq_len: int, context_length: int,
+                  trained_len: Optional[int] = None) -> Optional[str]:
+    """Why the model cannot be evaluated at `seq_len`, or None.
+
+    A scheme with a position table (`max_len` set: learned positions) has no meaningful row
+    past what training reached: rows beyond `trained_len` (train.seq_len) are still their random
+    init, since no batch ever put a token there, so a loss measured there says nothing about
+    length generalisation. Those lengths are not applicable, as lengths beyond the table are."""
     max_len = getattr(getattr(model, "pos", None), "max_len", None)
     if max_len is not None and seq_len > max_len:
         return f"length {seq_len} > model.context_length={context_length}: learned positions have no embedding there"
+    if max_len is not None and trained_len is not None and seq_len > trained_len:
+        return (f"length {seq_len} > train.seq_len={trained_len}: learned positions beyond the trained length "
+                "never received a gradient")
     return data.not_applicable(seq_len)
 
 
@@ -60,7 +69,7 @@ def eval_lengths(model: nn.Module, data: LMData, cfg: Any, device: torch.device,
     lengths = sorted({int(tc.seq_len), *(int(t) for t in tc.eval_seq_lens)})
     losses, metrics, na = {}, {}, {}
     for T in lengths:
-        reason = length_reason(model, data, T, int(cfg.model.context_length))
+        reason = length_reason(model, data, T, int(cfg.model.context_length), int(tc.seq_len))
         if reason:
             losses[str(T)], metrics[str(T)], na[str(T)] = None, None, reason
             continue

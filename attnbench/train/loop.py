@@ -96,12 +96,21 @@ class Trainer:
         obj = load_checkpoint(path, self.model, self.opt, self.scaler)
         if obj is None:
             log.info("train.resume=true but %s has no checkpoint; starting from step 0", self.run_dir)
+            self._rewind_history(0)
             return None
         if obj["config_hash"] != config_hash(self.cfg):
             log.warning("resuming from %s, written by a different config; results may differ from one run", path)
         self.prog = Progress(**obj["counters"])
         log.info("resumed from %s at step %d", path, self.prog.step)
+        self._rewind_history(self.prog.step)
         return self.prog.step
+
+    def _rewind_history(self, step: int) -> None:
+        """A crash (kill -9) after the last checkpoint left steps beyond it in the logged history;
+        this run logs them again, so the sinks forget them first (metrics.jsonl, the W&B mirror)."""
+        rewind = getattr(self.sinks, "rewind", None)
+        if rewind is not None:
+            rewind(step)
 
     def run(self, stop: GracefulStop) -> tuple[str, Optional[str], Optional[int]]:
         """Train to train.steps; returns (status, error, diverged_step)."""
