@@ -40,6 +40,7 @@ KERNELS: Registry = Registry("attn.impl")
 POSITIONAL: Registry = Registry("pos")
 NORMS: Registry = Registry("norm")
 FFNS: Registry = Registry("ffn")
+LOGGERS: Registry = Registry("logger")  # filled by attnbench.track.loggers: name -> (cfg, run_dir) -> Sink | None
 
 # The model package imports its components, which register themselves here; this module imports none.
 REGISTRIES = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}

@@ -218,3 +218,22 @@ def test_compiled_jobs_in_one_process_each_compile(make_cfg, tmp_path):
         assert res["status"] == "ok", res["error"]
         first_ms.append(res["bench"][0]["compile_s"])
     assert all(s is not None and s > 0.2 for s in first_ms), first_ms  # eager first calls take milliseconds
+
+
+def test_one_vocabulary_of_bench_modes():
+    """modes.BENCH_MODES is the one list: every mode has a timed statement, and it is the config default."""
+    from attnbench.bench.modes import BENCH_MODES
+    from attnbench.bench.steps import BUILDERS, make_step
+    from attnbench.config.schema import BenchConfig
+
+    assert tuple(BUILDERS) == BENCH_MODES
+    assert tuple(BenchConfig().modes) == BENCH_MODES
+    with pytest.raises(ValueError, match="bench mode 'backward'"):
+        make_step("backward", None, None, 1, 1, CPU, torch.float32)
+
+
+def test_bad_bench_mode_and_memory_method_list_the_vocabulary(make_cfg):
+    with pytest.raises(ConfigError, match=r"bench.modes=backward: not allowed; choose from \[forward, train_step, prefill, decode\]"):
+        make_cfg("stages=[bench]", "bench.modes=[backward]")
+    with pytest.raises(ConfigError, match=r"bench.memory=rss: not allowed; choose from \[auto, subprocess, none\]"):
+        make_cfg("stages=[bench]", "bench.memory=rss")

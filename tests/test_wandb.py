@@ -261,3 +261,61 @@ def test_multirun_jobs_share_the_sweep_group(cli, tmp_path):
     assert runs[0].group == runs[1].group and runs[0].group.endswith(sweep.name)
     assert {r.name for r in runs} == {read_results(sweep / str(i) / "results.json")["variant"] for i in (0, 1)}
     assert all(r.exit_code == 0 and r.summary["bench/forward/T16/median_ms"] > 0 for r in runs)
+
+
+def test_unknown_logger_name_is_a_config_error_listing_the_backends(make_cfg):
+    from attnbench.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^logger=tensorboard: unknown option; choose from \[none, wandb\]$"):
+        make_cfg("stages=[]", "logger.name=tensorboard")  # was silently ignored: no mirror, no error
+
+
+def test_a_logger_registered_from_outside_mirrors_the_job(make_cfg, tmp_path, monkeypatch):
+    """The extension path for a logger backend: one factory in registry.LOGGERS, picked by logger.name."""
+    from attnbench.registry import LOGGERS
+
+    calls: list = []
+
+    class ToySink:
+        def log(self, metrics, step):
+            calls.append(("log", step, sorted(metrics)))
+
+        def summary(self, results):
+            calls.append(("summary", results["status"]))
+
+        def close(self, status):
+            calls.append(("close", status))
+
+    def toy(cfg, run_dir):
+        calls.append(("init", cfg.logger.project, Path(run_dir)))
+        return ToySink()
+
+    monkeypatch.setitem(LOGGERS._items, "toy", toy)
+    res = run_job(make_cfg(*TRAIN, "logger.name=toy", "logger.project=p1"), tmp_path)
+    assert res["status"] == "ok", res["error"]
+    assert calls[0] == ("init", "p1", tmp_path)
+    assert [c[1] for c in calls if c[0] == "log"] == [2, 3, 4, 6]  # the steps metrics.jsonl holds
+    assert ("summary", "ok") in calls and calls[-1] == ("close", "ok")
+    assert not (tmp_path / "wandb").exists()
+
+
+def test_job_sink_and_report_run_share_the_wandb_rules(monkeypatch, tmp_path):
+    """One rule set: the report run resolves its mode and its sweep group exactly as the job sink does."""
+    from attnbench.report import wandb_run
+    from attnbench.track import wandb_rules, wandb_sink
+
+    for env, want in ((None, "offline"), ("disabled", "disabled"), ("dryrun", "offline"), ("bogus", "offline")):
+        if env is None:
+            monkeypatch.delenv("WANDB_MODE", raising=False)
+        else:
+            monkeypatch.setenv("WANDB_MODE", env)
+        assert wandb_run.resolve_mode(None) == wandb_rules.resolve_mode(None) == want
+    _no_credentials(monkeypatch, tmp_path)
+    assert wandb_run.resolve_mode("online") == "offline"  # no key: never a prompt
+    sweep = tmp_path / "runs" / "multirun" / "2026-11-30" / "10-56-45"
+    assert wandb_rules.sweep_group(sweep, None) == "multirun/2026-11-30/10-56-45"
+    assert wandb_rules.sweep_group(sweep, "kernels") == "kernels:multirun/2026-11-30/10-56-45"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("{}")
+    assert wandb_run.sweep_group([], [sweep]) == wandb_rules.sweep_group(sweep, None)
+    assert wandb_sink.has_credentials is wandb_rules.has_credentials

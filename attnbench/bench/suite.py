@@ -10,6 +10,7 @@ memory.py, FLOPs per flops.py, MFU against the probed peak (peak.py).
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -82,7 +83,7 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
         probe = backend_probe(cfg, ctx.compiled)
 
         def first() -> None:
-            with probe or _null():
+            with probe or contextlib.nullcontext():
                 step.fn()
 
         timing = time_call(step.fn, ctx.device, int(cfg.bench.warmup), int(cfg.bench.repeats), first=first)
@@ -107,14 +108,6 @@ def backend_probe(cfg: Any, compiled: bool) -> Optional[BackendProbe]:
     """A probe for the first call, except where its dispatch mode would break torch.compile:
     compiled models, and flex (which compiles its attention even in eager mode)."""
     return None if compiled or cfg.attn.impl == "flex" else BackendProbe()
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def merge_worker_memory(row: dict, mem: Optional[dict]) -> None:

@@ -9,10 +9,11 @@ to offline, init and finish are bounded, every W&B error is one warning.
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from ..track import wandb_rules
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,9 @@ def sweep_group(runs: list, paths: Sequence[Path]) -> Optional[str]:
         except Exception as exc:  # a torn file must not stop the report
             log.debug("cannot read %s: %s", files[-1], exc)
     first = Path(paths[0]).resolve()
-    if (first / "multirun.yaml").is_file():  # a Hydra sweep directory: multirun/<date>/<time>
-        tail = "/".join(first.parts[-3:])
+    if (first / "multirun.yaml").is_file():  # a Hydra sweep directory: the group its jobs' sink would use
         exp = ((runs[0].res.get("config") or {}).get("experiment")) if runs else None
-        return f"{exp}:{tail}" if exp else tail
+        return wandb_rules.sweep_group(first, exp)
     return None
 
 
@@ -45,17 +45,9 @@ def _logger_cfg(runs: list) -> dict:
 
 
 def resolve_mode(mode: Optional[str]) -> str:
-    from ..track.wandb_sink import has_credentials
-
-    mode = mode or os.environ.get("WANDB_MODE") or "offline"
-    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
-    if mode not in ("offline", "online", "disabled"):
-        log.warning("WANDB_MODE=%s: not offline/online/disabled; logging offline", mode)
-        return "offline"
-    if mode == "online" and not has_credentials():
-        log.warning("W&B online needs an API key (WANDB_API_KEY or `wandb login`): logging the report offline")
-        return "offline"
-    return mode
+    """The job sink's rules (track/wandb_rules.py): explicit, $WANDB_MODE, offline; online needs a key."""
+    return wandb_rules.usable_mode(wandb_rules.resolve_mode(mode), "--wandb-mode online",
+                                   "upload the report run later with `wandb sync <out>/wandb/offline-run-*`")
 
 
 def _init(mode: str, out: Path, group: Optional[str], project: str, entity: Optional[str], timeout_s: float,
