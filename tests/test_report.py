@@ -97,8 +97,10 @@ def test_fixture_follows_the_results_schema(sweep):
 def test_report_table_and_csv(sweep):
     rep = report.build_report([sweep])
     out = sweep / "report"
-    assert set(rep.files) == {"report.md", "results.csv", "bench.csv"}
+    assert set(rep.files) == {"report.md", "results.csv", "variants.csv", "bench.csv"}
     md = (out / "report.md").read_text()
+    assert md.index("## Variants (5)") < md.index("## Jobs")  # the variant table comes first
+    md = md.split("## Jobs")[1]
     for variant in ("mha-rope", "mqa-learned", "gqa-alibi", "gqa-rope"):
         assert md.count(f"| {variant}-layernorm-gelu-L2-D64 |") == (2 if variant == "mha-rope" else 1)
     assert "| forward ms (T=64) |" in md  # every run's largest forward T: said once, in the header

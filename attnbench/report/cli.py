@@ -1,9 +1,13 @@
 """`python -m attnbench.report PATH [PATH ...]`: every results.json under the paths → a comparison report.
 
-Writes into `--out` (default `<first PATH>/report/`): `report.md` (one table row per
-run), `results.csv` (the same runs, machine-readable, every figure), `bench.csv` (every
-bench row of every run) and PNG plots (see plots.py). Failed jobs are rows with their
-status and error; plots skip what they lack. `--wandb` also logs the table and the
+Writes into `--out` (default `<first PATH>/report/`): `report.md` (the variant table, then
+one row per job while there are at most 30), `variants.csv` (one row per variant: n, mean,
+std, 95% CI of every figure; the tuned value; the difference from the baseline and the
+verdict), `results.csv` (one row per job, every figure), `bench.csv` (every bench row of
+every run) and PNG plots, one series per variant (see plots.py). A variant is a job's
+resolved config minus the `--replicates` keys and the `--tune` key (see variants.py).
+Failed jobs are rows with their status and error, left out of the statistics and counted
+as `n_failed`; plots skip what they lack. `--wandb` also logs the table and the
 plots to one W&B "report" run in the sweep's group (offline unless told otherwise).
 """
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .build import build_report
+from ..errors import ConfigError
+from .build import LEGEND_LIMIT, build_report
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnbench.report",
@@ -23,6 +28,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                         help="run or sweep directories (searched recursively for results.json)")
     parser.add_argument("--out", type=Path, help="output directory (default: <first PATH>/report)")
+    parser.add_argument("--replicates", nargs="+", default=["seed"], metavar="KEY",
+                        help="config keys whose values are replicates of one variant (default: seed)")
+    parser.add_argument("--tune", metavar="KEY",
+                        help="config key tuned per variant (e.g. train.lr): each variant is reported at the value "
+                             "whose replicates have the best mean objective")
+    parser.add_argument("--objective", metavar="FIGURE",
+                        help="results.csv figure that --tune and the verdict use (default: val_loss, lower is "
+                             "better; `metric` follows metric_name: recall_acc higher, bpc lower)")
+    parser.add_argument("--baseline", nargs="+", metavar="OVERRIDE",
+                        help="the variant every other one is compared against, as overrides (e.g. attn=mha)")
+    parser.add_argument("--legend-limit", type=int, default=LEGEND_LIMIT, metavar="K",
+                        help=f"beyond K variants the plots label only the best K (default {LEGEND_LIMIT})")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to a W&B report run")
     parser.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
                         help="default: $WANDB_MODE, else offline")
@@ -32,12 +49,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="attnbench report: %(levelname)s: %(message)s")
     try:
-        rep = build_report(args.paths, args.out)
-    except FileNotFoundError as exc:
+        rep = build_report(args.paths, args.out, replicates=args.replicates, tune=args.tune,
+                           objective=args.objective, baseline=args.baseline, legend_limit=args.legend_limit)
+    except (FileNotFoundError, ConfigError) as exc:
         print(f"attnbench report: error: {exc}", file=sys.stderr)
         return 2
     status = Counter(str(r.res.get("status")) for r in rep.runs)
-    print(f"{len(rep.runs)} runs ({', '.join(f'{n} {s}' for s, n in status.items())})")
+    print(f"{len(rep.runs)} runs ({', '.join(f'{n} {s}' for s, n in status.items())}), "
+          f"{len(rep.comparison.variants)} variants")
     for path in [*rep.files.values(), *rep.images.values()]:
         print(f"wrote {path}")
     if args.wandb:

@@ -1,24 +1,13 @@
 """Plain-text rendering of a results dict (the CLI prints it; library code only logs)."""
 from __future__ import annotations
 
-from typing import Any
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    if isinstance(x, int) and abs(x) >= 10_000:
-        return f"{x:,}"
-    return str(x)
+from .format import fmt as _fmt
+from .format import text_table
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
-    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.rjust(w) for v, w in zip(vals, widths))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells])
+    """Plain-text table, every column right-aligned (bench rows, benchmark scripts)."""
+    return text_table(rows, cols, cell=_fmt)
 
 
 def format_results(res: dict) -> str:

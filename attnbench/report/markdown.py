@@ -1,35 +1,22 @@
-"""report.md: the comparison table (one row per run) and the plots below it."""
+"""report.md: the variant table (mean ± 95% CI, tuned value, verdict), the per-job table while it
+is short (at most MAX_JOB_ROWS rows; results.csv beyond that), and the plots."""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from .runs import Run, largest_ok, num
+from .format import fmt_bytes, fmt_num, fmt_pm, markdown_table, md_cell, num
+from .runs import Run, largest_ok
+from .variants import Comparison, show
 
 TITLES = {"latency": "Latency vs sequence length", "memory": "Peak memory vs sequence length",
           "training": "Training curves", "extrapolation": "Validation loss vs evaluation length",
           "pareto": "Quality vs throughput"}
-
-
-def fmt_num(x: Any, digits: int = 3) -> str:
-    if not num(x):
-        return "-"
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.{digits}g}"
-
-
-def fmt_bytes(n: Any) -> str:
-    if not num(n):
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+MAX_JOB_ROWS = 30  # beyond this the per-job table is results.csv's job
+FIGURE_NAMES = {"val_loss": "val loss", "metric": "metric", "train_tokens_per_s": "train tok/s",
+                "forward_median_ms": "forward ms", "train_step_median_ms": "train step ms",
+                "decode_median_ms": "decode ms/token", "prefill_median_ms": "prefill ms"}
 
 
 def _bench_column(runs: list[Run], mode: str, key: str, name: str, fmt: Callable) -> Optional[tuple]:
@@ -80,11 +67,85 @@ def table_columns(runs: list[Run]) -> list[tuple[str, list[str]]]:
     return [c for c in cols if c is not None]
 
 
-def markdown_table(runs: list[Run]) -> str:
+def job_table(runs: list[Run]) -> str:
+    """The per-job table: one row per job."""
     cols = table_columns(runs)
-    lines = ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(c[i]) for _, c in cols) + " |" for i in range(len(runs))]
-    return "\n".join(lines)
+    return markdown_table([h for h, _ in cols], [[c[i] for _, c in cols] for i in range(len(runs))])
+
+
+def figure_name(fig: str, comp: Comparison) -> str:
+    if fig == "metric":
+        names = {r.train.get("metric_name") for v in comp.variants for r in v.ok_runs if r.train.get("metric_name")}
+        return names.pop() if len(names) == 1 else "metric"
+    if fig.startswith("val_loss_T"):
+        return f"val loss at T={fig.removeprefix('val_loss_T')}"
+    return FIGURE_NAMES.get(fig, fig)
+
+
+def _with_len(fig: str, comp: Comparison) -> str:
+    """A bench figure's name with its sequence length when every variant shares it."""
+    mode = fig.removesuffix("_median_ms").removesuffix("_tokens_per_s")
+    lens = {v.stats[f"{mode}_seq_len"].mean for v in comp.variants if f"{mode}_seq_len" in v.stats
+            and v.stats[f"{mode}_seq_len"].mean is not None and v.stats[fig].mean is not None}
+    return figure_name(fig, comp) + (f" (T={lens.pop():g})" if len(lens) == 1 else "")
+
+
+def variant_columns(comp: Comparison) -> list[tuple[str, list[str]]]:
+    """The variant table: n, the chosen tuned value, mean ± 95% CI of the objective and the key speed
+    figures, and the difference and verdict against the baseline."""
+    vs = comp.variants
+    direction = "lower" if comp.lower_is_better else "higher"
+    cols: list[tuple[str, list[str]]] = [("variant", [v.label + (" (baseline)" if v.is_baseline else "")
+                                                      for v in vs])]
+    cols.append(("n", [f"{v.n}" + (f" (+{v.n_failed} not ok)" if v.n_failed else "") for v in vs]))
+    if comp.tune:
+        cols.append((f"{comp.tune} (chosen of)", [f"{show(v.tuned_value) if v.tuned_value is not None else '-'} "
+                                                  f"({', '.join(show(x) for x in v.tuned_over)})" for v in vs]))
+    obj = comp.objective
+    has = lambda fig: any(fig in v.stats and v.stats[fig].mean is not None for v in vs)  # noqa: E731
+    if has(obj):
+        cols.append((f"{figure_name(obj, comp)} ({direction} is better)",
+                     [fmt_pm(v.stats[obj].mean, v.stats[obj].ci95) for v in vs]))
+        if comp.baseline is not None:
+            cols.append((f"Δ vs baseline ({v_method(comp)})",
+                         ["-" if v.is_baseline or obj not in v.diffs else fmt_pm(v.diffs[obj].diff, v.diffs[obj].ci95)
+                          for v in vs]))
+            cols.append(("verdict", [v.verdict or "- (n < 2)" for v in vs]))
+    for fig in ("val_loss", "metric", "train_tokens_per_s", "forward_median_ms", "train_step_median_ms"):
+        if fig != obj and has(fig):
+            cells = [fmt_pm(v.stats[fig].mean, v.stats[fig].ci95) if fig in v.stats else "-" for v in vs]
+            cols.append((_with_len(fig, comp) if fig.endswith("_ms") else figure_name(fig, comp), cells))
+    if has("params"):
+        cols.append(("params", [fmt_num(v.stats["params"].mean) for v in vs]))
+    if has("kv_cache_bytes_per_token"):
+        cols.append(("KV bytes/token", [fmt_num(v.stats["kv_cache_bytes_per_token"].mean) for v in vs]))
+    return cols
+
+
+def v_method(comp: Comparison) -> str:
+    methods = {v.diff_method for v in comp.variants if v.diff_method}
+    return "/".join(sorted(methods)) or "paired"
+
+
+def variant_table(comp: Comparison) -> str:
+    cols = variant_columns(comp)
+    return markdown_table([h for h, _ in cols], [[c[i] for _, c in cols] for i in range(len(comp.variants))])
+
+
+def _explain(comp: Comparison) -> str:
+    reps = ", ".join(comp.replicates)
+    out = (f"One row per variant: the jobs' resolved config minus the replicate keys ({reps})"
+           + (f" and the tuned key `{comp.tune}`" if comp.tune else "") + ". "
+           "Cells are mean ± half-width of the 95% confidence interval of the mean (Student t, n-1 degrees "
+           "of freedom; just the mean when n = 1) over the variant's ok jobs")
+    if comp.tune:
+        out += (f" at the chosen `{comp.tune}`: the value tried whose jobs have the best mean "
+                f"{figure_name(comp.objective, comp)}")
+    out += ". Jobs that are not ok are left out and counted after n."
+    if comp.baseline is not None:
+        out += (f" Δ is variant − baseline (`{comp.baseline.label}`), paired by replicate when both have the same "
+                "replicate values, Welch otherwise; the verdict is `within noise` when its 95% CI contains 0.")
+    return out + " Every figure's n, mean, std and ci95 are in `variants.csv`."
 
 
 def _env_line(runs: list[Run]) -> str:
@@ -93,16 +154,33 @@ def _env_line(runs: list[Run]) -> str:
     return "; ".join(f"{k} ({n} runs)" if len(envs) > 1 else k for k, n in envs.items()) or "-"
 
 
-def write_markdown(path: Path, runs: list[Run], sources: Sequence[Path], images: dict[str, Path]) -> Path:
+def write_markdown(path: Path, runs: list[Run], sources: Sequence[Path], images: dict[str, Path],
+                   comp: Optional[Comparison] = None, legend_note: str = "") -> Path:
     status = Counter(str(r.res.get("status")) for r in runs)
     out = ["# attnbench report", "",
            f"{len(runs)} runs from {', '.join(f'`{s}`' for s in sources)} "
            f"({', '.join(f'{n} {s}' for s, n in status.items())}).", "",
-           f"Measured on: {_env_line(runs)}.", "", markdown_table(runs), "",
-           "Latency is the median over `bench.repeats` at each run's largest benchmarked sequence length T "
-           "(batch `bench.batch_size`); peak memory is that measurement's own peak; train tok/s is training "
-           "throughput excluding evaluation; val loss is in nats/token at `train.seq_len`. "
-           "All figures are in `results.csv`; every bench point in `bench.csv`.", ""]
+           f"Measured on: {_env_line(runs)}.", ""]
+    if comp is not None:
+        out += [f"## Variants ({len(comp.variants)})", "", variant_table(comp), "", _explain(comp), ""]
+    out += ["## Jobs", ""]
+    if len(runs) <= MAX_JOB_ROWS:
+        out += [job_table(runs), "",
+                "Latency is the median over `bench.repeats` at each run's largest benchmarked sequence length T "
+                "(batch `bench.batch_size`); peak memory is that measurement's own peak; train tok/s is training "
+                "throughput excluding evaluation; val loss is in nats/token at `train.seq_len`. "
+                "All figures are in `results.csv`; every bench point in `bench.csv`.", ""]
+    else:
+        bad = [r for r in runs if not r.ok]
+        out += [f"{len(runs)} jobs: too many for a table here; one row per job (every figure, its variant and "
+                "whether it is at the chosen tuned value) is in `results.csv`, every bench point in `bench.csv`.", ""]
+        if bad:
+            out += [f"Jobs that are not ok ({len(bad)}):", ""]
+            out += [f"- `{r.dir}`: {r.status}: {md_cell((r.res.get('error') or '')[:160])}" for r in bad[:50]]
+            out += [f"- ... and {len(bad) - 50} more (see `results.csv`)"] if len(bad) > 50 else []
+            out.append("")
+    if legend_note:
+        out += [legend_note, ""]
     for key, img in images.items():
         out += [f"## {TITLES[key]}", "", f"![{TITLES[key]}]({img.name})", ""]
     path.write_text("\n".join(out))

@@ -4,9 +4,11 @@
 changes the backend of a notebook that imports it, and figures are freed with
 their last reference instead of piling up in pyplot's registry.
 
-Every function takes a list of `Series` (one per run, already filtered to
-runs that finished far enough to have the figure) and returns the PNG path, or
-None when there is nothing to draw.
+Every function takes a list of `Series`, one per variant (the data of its ok
+replicates), draws the mean over replicates with a 95% confidence band or error
+bars (never one line per seed), and returns the PNG path, or None when there is
+nothing to draw. Series beyond the legend limit are drawn thin and grey without a
+legend entry, so a report over many variants keeps a readable legend.
 """
 from __future__ import annotations
 
@@ -30,28 +32,45 @@ MARKERS = "osD^v<>pPX*h"
 
 @dataclass
 class Series:
-    """What the plots need from one run."""
+    """What the plots need from one variant: the data of each of its ok replicates."""
 
     label: str
     color: object = None
-    bench: list = field(default_factory=list)  # results.json "bench" rows
-    curve: list = field(default_factory=list)  # metrics.jsonl rows
-    train: dict = field(default_factory=dict)  # results.json "train" section
+    benches: list = field(default_factory=list)  # per replicate: results.json "bench" rows
+    curves: list = field(default_factory=list)  # per replicate: metrics.jsonl rows
+    trains: list = field(default_factory=list)  # per replicate: results.json "train" section
     train_len: Optional[int] = None  # train.seq_len of the config
+    in_legend: bool = True  # False: drawn grey and thin, left out of the legend (beyond the best k)
+
+    @property
+    def name(self) -> str:
+        return self.label if self.in_legend else "_nolegend_"
 
 
 def assign_colors(series: Sequence[Series]) -> None:
-    """One colour and marker per run, the same in every plot."""
+    """One colour and marker per variant, the same in every plot; series left out of the legend are grey."""
     from matplotlib import colormaps
 
-    n = len(series)
+    shown = [s for s in series if s.in_legend]
+    n = len(shown)
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
-    for i, s in enumerate(series):
+    for i, s in enumerate(shown):
         s.color = cmap(i % cmap.N) if n <= 20 else colormaps["viridis"](i / max(1, n - 1))
+    for s in series:
+        if not s.in_legend:
+            s.color = (0.6, 0.6, 0.6, 0.6)
 
 
 def _marker(i: int) -> str:
     return MARKERS[i % len(MARKERS)]
+
+
+def _mean_band(values: Sequence[float]) -> tuple[float, Optional[float]]:
+    """Mean and 95% CI half-width (None for a single value)."""
+    from .stats import mean_ci
+
+    e = mean_ci(values)
+    return e.mean, e.ci95
 
 
 def _new_figure(n_panels: int = 1, width: float = 6.0, height: float = 4.2) -> tuple[Figure, list]:
@@ -65,11 +84,13 @@ def _new_figure(n_panels: int = 1, width: float = 6.0, height: float = 4.2) -> t
     return fig, axes[:n_panels]
 
 
-def _save(fig: Figure, path: Path, n_series: int) -> Path:
+def _save(fig: Figure, path: Path, n_series: int, legends: Optional[dict] = None) -> Path:
+    """Save with one legend for the figure, below the panels, without duplicates; record its entry count
+    in `legends[path.name]`."""
     handles, labels = [], []
-    for ax in fig.axes:  # one legend for the figure, below the panels, without duplicates
+    for ax in fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
+            if lab not in labels and not lab.startswith("_"):
                 handles.append(h)
                 labels.append(lab)
     if handles:
@@ -78,7 +99,9 @@ def _save(fig: Figure, path: Path, n_series: int) -> Path:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)),
                    fontsize="small", frameon=False)
     fig.savefig(path, bbox_inches="tight")  # never crop a legend wider than the panels
-    log.info("wrote %s (%d runs)", path, n_series)
+    if legends is not None:
+        legends[path.name] = len(labels)
+    log.info("wrote %s (%d variants, %d legend entries)", path, n_series, len(labels))
     return path
 
 
@@ -91,22 +114,50 @@ def _plain_numbers(ax, axis: str = "x") -> None:
     target.set_minor_formatter(NullFormatter())
 
 
-def _bench_points(s: Series, mode: str, key: str) -> list[dict]:
-    rows = [r for r in s.bench if r.get("mode") == mode and r.get("status") == "ok"
-            and isinstance(r.get(key), (int, float)) and r[key] > 0 and r.get("seq_len")]
+def _fin(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _bench_points(bench: list, mode: str, key: str) -> list[dict]:
+    rows = [r for r in bench if r.get("mode") == mode and r.get("status") == "ok"
+            and _fin(r.get(key)) and r[key] > 0 and r.get("seq_len")]
     return sorted(rows, key=lambda r: r["seq_len"])
 
 
 def _modes(series: Sequence[Series], key: str) -> list[str]:
-    seen = {r.get("mode") for s in series for r in s.bench if _bench_points(s, r.get("mode"), key)}
+    seen = {r.get("mode") for s in series for b in s.benches for r in b if _bench_points(b, r.get("mode"), key)}
     order = list(MODE_TITLES)
     return sorted(seen, key=lambda m: order.index(m) if m in order else len(order))
 
 
-def bench_vs_seq_len(series: Sequence[Series], path: Path, key: str, title: str) -> Optional[Path]:
-    """One log-log panel per bench mode: `key` against sequence length, one line per run.
+def _bench_curve(s: Series, mode: str, key: str) -> tuple[list, list, list, list]:
+    """Per sequence length: mean over replicates and the band (95% CI of the mean; with one replicate,
+    p10..p90 of its repeats for latency)."""
+    per_t: dict[int, list[dict]] = {}
+    for b in s.benches:
+        for r in _bench_points(b, mode, key):
+            per_t.setdefault(r["seq_len"], []).append(r)
+    t, y, lo, hi = [], [], [], []
+    for seq_len in sorted(per_t):
+        rows = per_t[seq_len]
+        mean, ci = _mean_band([r[key] for r in rows])
+        if ci is not None:
+            low, high = mean - ci, mean + ci
+        elif key == "median_ms" and _fin(rows[0].get("p10_ms")) and _fin(rows[0].get("p90_ms")):
+            low, high = rows[0]["p10_ms"], rows[0]["p90_ms"]
+        else:
+            low = high = mean
+        t.append(seq_len)
+        y.append(mean)
+        lo.append(low)
+        hi.append(high)
+    return t, y, lo, hi
 
-    For latency the band is p10..p90 of the repeats."""
+
+def bench_vs_seq_len(series: Sequence[Series], path: Path, key: str, title: str,
+                     legends: Optional[dict] = None) -> Optional[Path]:
+    """One log-log panel per bench mode: `key` against sequence length, one line per variant (the mean
+    over its replicates) with a band: the 95% CI of the mean, or p10..p90 of the repeats for a single job."""
     modes = _modes(series, key)
     if not modes:
         return None
@@ -114,15 +165,13 @@ def bench_vs_seq_len(series: Sequence[Series], path: Path, key: str, title: str)
     scale, unit = (1.0, "ms") if key == "median_ms" else (2.0 ** -20, "MiB")
     for ax, mode in zip(axes, modes):
         for i, s in enumerate(series):
-            pts = _bench_points(s, mode, key)
-            if not pts:
+            t, y, lo, hi = _bench_curve(s, mode, key)
+            if not t:
                 continue
-            t = [r["seq_len"] for r in pts]
-            y = [r[key] * scale for r in pts]
-            ax.plot(t, y, marker=_marker(i), color=s.color, label=s.label, lw=1.5, ms=4)
-            if key == "median_ms" and all(isinstance(r.get("p10_ms"), (int, float)) for r in pts):
-                ax.fill_between(t, [r["p10_ms"] for r in pts], [r["p90_ms"] for r in pts], color=s.color,
-                                alpha=0.15, lw=0)
+            ax.plot(t, [v * scale for v in y], marker=_marker(i), color=s.color, label=s.name,
+                    lw=1.5 if s.in_legend else 0.8, ms=4 if s.in_legend else 2, zorder=3 if s.in_legend else 2)
+            if any(a != b for a, b in zip(lo, hi)) and s.in_legend:
+                ax.fill_between(t, [v * scale for v in lo], [v * scale for v in hi], color=s.color, alpha=0.15, lw=0)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         _plain_numbers(ax)
@@ -133,7 +182,7 @@ def bench_vs_seq_len(series: Sequence[Series], path: Path, key: str, title: str)
         ax.set_ylabel(f"{what} ({unit}{' / token' if mode == 'decode' and key == 'median_ms' else ''})")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path, len(series))
+    return _save(fig, path, len(series), legends)
 
 
 def _smooth(y: list[float], window: int) -> list[float]:
@@ -147,29 +196,53 @@ def _smooth(y: list[float], window: int) -> list[float]:
 
 
 def _xy(rows: list[dict], key: str) -> tuple[list, list]:
-    pts = [(r["step"], r[key]) for r in rows if isinstance(r.get("step"), (int, float))
-           and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    pts = [(r["step"], r[key]) for r in rows if _fin(r.get("step")) and _fin(r.get(key))]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def training_curves(series: Sequence[Series], path: Path, title: str) -> Optional[Path]:
-    """Train loss (line, smoothed when long) and val loss (markers) against step; val metric beside it."""
-    series = [s for s in series if _xy(s.curve, "train_loss")[0] or _xy(s.curve, "val_loss")[0]]
+def _mean_curve(curves: list, key: str, smooth: bool) -> tuple[list, list, list, list]:
+    """Per step: the mean over replicates of `key` (each replicate smoothed first when long), and the
+    95% CI band (the mean itself where only one replicate has the step)."""
+    per_step: dict[float, list[float]] = {}
+    for rows in curves:
+        x, y = _xy(rows, key)
+        if smooth and len(y) > 50:  # a raw per-step curve is mostly noise: a running mean
+            y = _smooth(y, max(5, len(y) // 25))
+        for a, b in zip(x, y):
+            per_step.setdefault(a, []).append(b)
+    xs, ys, lo, hi = [], [], [], []
+    for step in sorted(per_step):
+        mean, ci = _mean_band(per_step[step])
+        xs.append(step)
+        ys.append(mean)
+        lo.append(mean - (ci or 0.0))
+        hi.append(mean + (ci or 0.0))
+    return xs, ys, lo, hi
+
+
+def training_curves(series: Sequence[Series], path: Path, title: str,
+                    legends: Optional[dict] = None) -> Optional[Path]:
+    """Train loss (line, smoothed when long) and val loss (markers with 95% CI bars) against step, each the
+    mean over the variant's replicates (train loss with a 95% CI band); the val metric beside it."""
+    series = [s for s in series if any(_xy(c, "train_loss")[0] or _xy(c, "val_loss")[0] for c in s.curves)]
     if not series:
         return None
-    metric_keys = sorted({k for s in series for r in s.curve for k in r if k.startswith("val_") and k != "val_loss"})
+    metric_keys = sorted({k for s in series for c in s.curves for r in c for k in r
+                          if k.startswith("val_") and k != "val_loss"})
     fig, axes = _new_figure(1 + bool(metric_keys))
     ax = axes[0]
     for i, s in enumerate(series):
-        x, y = _xy(s.curve, "train_loss")
-        if len(y) > 50:  # a raw per-step curve is mostly noise: draw it faint, a running mean on top
-            ax.plot(x, y, color=s.color, alpha=0.2, lw=0.8)
-            y = _smooth(y, max(5, len(y) // 25))
+        x, y, lo, hi = _mean_curve(s.curves, "train_loss", smooth=True)
+        lw = 1.5 if s.in_legend else 0.6
         if y:
-            ax.plot(x, y, color=s.color, label=s.label, lw=1.5)
-        vx, vy = _xy(s.curve, "val_loss")
-        ax.plot(vx, vy, ls="none", marker=_marker(i), color=s.color, ms=6, mec="black", mew=0.5,
-                **({} if y else {"label": s.label}))
+            ax.plot(x, y, color=s.color, label=s.name, lw=lw, zorder=3 if s.in_legend else 2)
+            if s.in_legend and len(s.curves) > 1:
+                ax.fill_between(x, lo, hi, color=s.color, alpha=0.2, lw=0)
+        vx, vy, vlo, vhi = _mean_curve(s.curves, "val_loss", smooth=False)
+        if vx:
+            ax.errorbar(vx, vy, yerr=[[m - a for m, a in zip(vy, vlo)], [b - m for m, b in zip(vy, vhi)]],
+                        ls="none", marker=_marker(i), color=s.color, ms=6 if s.in_legend else 3, mec="black",
+                        mew=0.5, capsize=2, **({} if y else {"label": s.name}))
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
     ax.set_title("train loss (line) and validation loss (markers)")
@@ -177,42 +250,54 @@ def training_curves(series: Sequence[Series], path: Path, title: str) -> Optiona
     if metric_keys:
         for i, s in enumerate(series):
             for key in metric_keys:
-                mx, my = _xy(s.curve, key)
-                axes[1].plot(mx, my, marker=_marker(i), color=s.color, label=s.label, lw=1.2, ms=5)
+                mx, my, mlo, mhi = _mean_curve(s.curves, key, smooth=False)
+                if not mx:
+                    continue
+                axes[1].plot(mx, my, marker=_marker(i), color=s.color, label=s.name, lw=1.2 if s.in_legend else 0.6,
+                             ms=5 if s.in_legend else 2)
+                if s.in_legend and len(s.curves) > 1:
+                    axes[1].fill_between(mx, mlo, mhi, color=s.color, alpha=0.2, lw=0)
         axes[1].set_xlabel("step")
         axes[1].set_ylabel(", ".join(k.removeprefix("val_") for k in metric_keys))
         axes[1].set_title("validation metric")
         axes[1].grid(True, alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path, len(series))
+    return _save(fig, path, len(series), legends)
 
 
-def _by_len(s: Series) -> tuple[list[int], list[float], list[int]]:
-    pairs, na = [], []
-    for k, v in (s.train.get("val_loss_by_len") or {}).items():
-        try:
-            t = int(k)
-        except (TypeError, ValueError):
-            continue
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            pairs.append((t, float(v)))
-        else:
-            na.append(t)  # null = not applicable (e.g. learned positions past the context)
-    pairs.sort()
-    return [p[0] for p in pairs], [p[1] for p in pairs], sorted(na)
+def _by_len(s: Series) -> tuple[list[int], list[float], list[float], list[int]]:
+    """Evaluation lengths, mean val loss and 95% CI over replicates, and the lengths that are n/a."""
+    per_t: dict[int, list[float]] = {}
+    na: set[int] = set()
+    for tr in s.trains:
+        by_len = tr.get("val_loss_by_len") if isinstance(tr.get("val_loss_by_len"), dict) else {}
+        for k, v in by_len.items():
+            try:
+                t = int(k)
+            except (TypeError, ValueError):
+                continue
+            if _fin(v):
+                per_t.setdefault(t, []).append(float(v))
+            else:
+                na.add(t)  # null = not applicable (e.g. learned positions past the context)
+    ts = sorted(per_t)
+    agg = [_mean_band(per_t[t]) for t in ts]
+    return ts, [a[0] for a in agg], [a[1] or 0.0 for a in agg], sorted(na - set(ts))
 
 
-def val_loss_by_len(series: Sequence[Series], path: Path, title: str) -> Optional[Path]:
-    """Length extrapolation: validation loss at each evaluation length; the training length dashed."""
+def val_loss_by_len(series: Sequence[Series], path: Path, title: str,
+                    legends: Optional[dict] = None) -> Optional[Path]:
+    """Length extrapolation: mean validation loss (95% CI bars) at each evaluation length; training length dashed."""
     series = [s for s in series if _by_len(s)[0]]
     if not series:
         return None
     fig, axes = _new_figure(1, width=7.0)
     ax = axes[0]
     for i, s in enumerate(series):
-        t, y, na = _by_len(s)
-        label = s.label + (f" (n/a at T={', '.join(map(str, na))})" if na else "")
-        ax.plot(t, y, marker=_marker(i), color=s.color, label=label, lw=1.5, ms=5)
+        t, y, ci, na = _by_len(s)
+        label = s.name + (f" (n/a at T={', '.join(map(str, na))})" if na and s.in_legend else "")
+        ax.errorbar(t, y, yerr=ci if any(ci) else None, marker=_marker(i), color=s.color, label=label,
+                    lw=1.5 if s.in_legend else 0.6, ms=5 if s.in_legend else 2, capsize=3)
     train_lens = {s.train_len for s in series} - {None}
     for t in sorted(train_lens):
         ax.axvline(t, color="gray", ls="--", lw=1, zorder=1, label=f"training length T={t}")
@@ -222,7 +307,7 @@ def val_loss_by_len(series: Sequence[Series], path: Path, title: str) -> Optiona
     ax.set_ylabel("validation loss (nats / token)")
     ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path, len(series))
+    return _save(fig, path, len(series), legends)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -237,23 +322,31 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
-def quality_vs_throughput(series: Sequence[Series], path: Path, title: str) -> Optional[Path]:
-    """Pareto scatter: validation loss against training tokens/s, the front highlighted."""
-    pts, kept = [], []
+def quality_vs_throughput(series: Sequence[Series], path: Path, title: str,
+                          legends: Optional[dict] = None) -> Optional[Path]:
+    """Pareto scatter of the variant means: validation loss against training tokens/s, with 95% CI bars on
+    both axes; the front (computed on the means) outlined."""
+    pts, errs, kept = [], [], []
     for s in series:
-        x, y = s.train.get("tokens_per_s"), s.train.get("val_loss")
-        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and math.isfinite(y):
-            pts.append((float(x), float(y)))
+        xs = [tr["tokens_per_s"] for tr in s.trains if _fin(tr.get("tokens_per_s")) and tr["tokens_per_s"] > 0]
+        ys = [tr["val_loss"] for tr in s.trains if _fin(tr.get("val_loss"))]
+        if xs and ys:
+            (mx, cx), (my, cy) = _mean_band(xs), _mean_band(ys)
+            pts.append((float(mx), float(my)))
+            errs.append((cx or 0.0, cy or 0.0))
             kept.append(s)
     if not pts:
         return None
     fig, axes = _new_figure(1, width=7.0)
     ax = axes[0]
     front = pareto_front(pts)
-    for i, (s, (x, y)) in enumerate(zip(kept, pts)):
+    for i, (s, (x, y), (ex, ey)) in enumerate(zip(kept, pts, errs)):
         on = i in front
-        ax.scatter([x], [y], color=s.color, marker=_marker(i), s=70 if on else 40, label=s.label,
-                   edgecolors="black" if on else "none", linewidths=1.2, zorder=3)
+        if ex or ey:
+            ax.errorbar([x], [y], xerr=[ex] if ex else None, yerr=[ey] if ey else None, color=s.color, ls="none",
+                        lw=1, capsize=3, zorder=2)
+        ax.scatter([x], [y], color=s.color, marker=_marker(i), s=(70 if on else 40) if s.in_legend else 12,
+                   label=s.name, edgecolors="black" if on else "none", linewidths=1.2, zorder=3)
     fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
     ax.plot(fx, fy, color="black", lw=1, ls="--", zorder=2, label="Pareto front")
     ax.set_xscale("log")
@@ -264,4 +357,4 @@ def quality_vs_throughput(series: Sequence[Series], path: Path, title: str) -> O
     ax.set_ylabel("validation loss (nats / token, lower is better)")
     ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path, len(kept))
+    return _save(fig, path, len(kept), legends)

@@ -5,9 +5,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from ..bench.modes import BENCH_MODES
 from .runs import Run, largest_ok
-
-BENCH_MODES = ("forward", "train_step", "prefill", "decode")
 
 
 def csv_row(run: Run) -> dict[str, Any]:
@@ -25,7 +24,9 @@ def csv_row(run: Run) -> dict[str, Any]:
     row["bench_points_not_ok"] = sum(1 for r in res.get("bench") or [] if r.get("status") != "ok")
     for k in ("status", "steps", "tokens", "wall_s", "tokens_per_s", "train_loss", "val_loss", "metric_name", "metric"):
         row[f"train_{k}" if k in ("status", "steps", "tokens", "wall_s", "tokens_per_s") else k] = tr.get(k)
-    for t, v in sorted((tr.get("val_loss_by_len") or {}).items(), key=lambda kv: int(kv[0])):
+    by_len = tr.get("val_loss_by_len") if isinstance(tr.get("val_loss_by_len"), dict) else {}
+    for t, v in sorted(by_len.items(), key=lambda kv: (not str(kv[0]).isdigit(), int(kv[0]) if str(kv[0]).isdigit()
+                                                       else 0, str(kv[0]))):
         row[f"val_loss_T{t}"] = v
     row.update({f"env_{k}": env.get(k) for k in ("device", "device_name", "torch", "threads", "dtype")})
     return row
@@ -41,6 +42,5 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def bench_rows(runs: list[Run]) -> list[dict]:
-    return [{"label": r.label, "variant": r.variant, **row} for r in runs for row in r.res.get("bench") or []]
-
-
+    return [{"label": r.label, "variant": r.variant, **row} for r in runs for row in r.res.get("bench") or []
+            if isinstance(row, dict)]
