@@ -3,6 +3,7 @@ sinusoidal (Vaswani et al.), learned (GPT-2) and NoPE."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +127,63 @@ def test_nope_changes_nothing():
     assert nope.embed(x, torch.arange(3)) is x
     assert nope.rotary(torch.arange(3)) is None and nope.bias(torch.arange(3), 3) is None
     assert sum(p.numel() for p in nope.parameters()) == 0
+
+
+# ----------------------------------------------------------------------------- scale at init
+PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
+
+
+class _Seen(Exception):
+    pass
+
+
+def first_block_input(model, idx: torch.Tensor) -> torch.Tensor:
+    """What GPT.forward hands to its first block, captured there; the rest of the forward
+    (up to a 50257-way LM head) is skipped."""
+    seen = {}
+
+    def grab(module, args):
+        seen["x"] = args[0]
+        raise _Seen
+
+    hook = model.blocks[0].register_forward_pre_hook(grab)
+    try:
+        with torch.no_grad(), pytest.raises(_Seen):
+            model(idx)
+    finally:
+        hook.remove()
+    return seen["x"]  # (B, T, C)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal"])
+def test_positions_do_not_drown_the_tokens_at_init(preset, pos):
+    """Issue 10.1: RMS(what the scheme adds to the first block's input) <= 3 × RMS(the token part),
+    for every model preset. Unscaled sinusoids (RMS 0.707) against N(0, 0.02) embeddings were 35×."""
+    # The embeddings do not depend on the depth: one layer keeps the big presets cheap to build.
+    cfg = load_config(["stages=[]", f"model={preset}", f"pos={pos}", "model.n_layers=1"])
+    model = build_model(cfg).eval()
+    T = min(128, cfg.model.context_length)
+    idx = torch.randint(0, cfg.model.vocab_size, (2, T))
+    x = first_block_input(model, idx)
+    with torch.no_grad():
+        added = model.pos.embed(torch.zeros_like(x), torch.arange(T))  # (B, T, C): the positional part
+    token = x - added
+    rms = lambda t: t.pow(2).mean().sqrt().item()  # noqa: E731
+    assert rms(added) <= 3 * rms(token), (preset, pos, rms(added), rms(token))
+    assert rms(token) > 0
+
+
+def test_rotary_bias_and_none_add_nothing_to_the_block_input():
+    for pos in ("rope", "alibi", "none"):
+        model = build_model(load_config([*TINY, f"pos={pos}"])).eval()
+        idx = torch.randint(0, 64, (1, 8))
+        torch.testing.assert_close(first_block_input(model, idx), model.wte(idx), rtol=0, atol=0)
+
+
+def test_sinusoidal_scales_the_tokens_by_sqrt_d_model():
+    """Vaswani et al. Sec. 3.4: embeddings × sqrt(d_model), then the table is added."""
+    sin = Sinusoidal(d_model=16, n_heads=1, context_length=0)
+    x = torch.randn(2, 5, 16)
+    zero = sin.embed(torch.zeros_like(x), torch.arange(5))
+    torch.testing.assert_close(sin.embed(x, torch.arange(5)), x * 4.0 + zero)

@@ -26,6 +26,41 @@ CHOICE = {SDPBackend.MATH: "math", SDPBackend.FLASH_ATTENTION: "flash", SDPBacke
           SDPBackend.CUDNN_ATTENTION: "cudnn", SDPBackend.OVERRIDEABLE: "overrideable"}
 
 
+def sdpa_fallback(impl: str, device_type: str, gqa: bool, masked: bool, dtype: torch.dtype) -> Optional[str]:
+    """Why unpinned SDPA serves this attention with the math backend where MHA would get a fused
+    kernel, or None. Decided from the capability flags, before anything runs.
+
+    On CUDA, SDPA tries flash (cuDNN first on some GPUs), then memory-efficient, then math. Flash
+    takes no mask and only fp16/bf16; torch 2.13's memory-efficient kernel has no GQA
+    (`SDPAEfficientKernel.supports_gqa`). So GQA/MQA with a mask (a window, an ALiBi bias), or in
+    fp32, ends in math (quadratic memory), while MHA with the same mask gets the efficient kernel:
+    a GQA-vs-MHA latency comparison would compare two different kernels. On CPU every float-masked
+    call is math for both layouts, so nothing differs there."""
+    from ..registry import KERNELS  # the kernels fill the registry when the model package is imported
+
+    if impl != "sdpa" or device_type != "cuda" or not gqa or KERNELS.get("sdpa_efficient").supports_gqa:
+        return None
+    if masked:
+        why = "flash takes no mask"
+    elif dtype == torch.float32:
+        why = "flash needs fp16/bf16"
+    else:
+        return None
+    return (f"attn.impl=sdpa on cuda: GQA/MQA falls back to the math backend ({why}; torch's efficient "
+            "kernel has no GQA), while MHA gets the efficient kernel; pin attn.impl=sdpa_math for a like-for-like "
+            "comparison, or compare against the sdpa_backend column")
+
+
+def sdpa_fallback_for(cfg: Any, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """`sdpa_fallback` for a composed config."""
+    from ..model.layout import resolve_layout
+    from ..registry import POSITIONAL
+
+    masked = cfg.attn.window is not None or POSITIONAL.get(cfg.pos.name).needs_bias
+    gqa = resolve_layout(cfg) != cfg.attn.n_heads
+    return sdpa_fallback(cfg.attn.impl, device.type, gqa, masked, dtype)
+
+
 class _SDPACalls(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()

@@ -8,6 +8,7 @@ from torch import nn
 from .flops import flops_per_token_fwd, flops_per_token_train
 from ..device import DTYPES
 from ..model import kv_cache_bytes_per_token, param_breakdown
+from ..model.gpt import resolved_init_std
 
 
 def reference_seq_len(cfg: Any) -> int:
@@ -29,4 +30,5 @@ def model_figures(cfg: Any, model: nn.Module) -> dict:
         "flops_per_token_train": flops_per_token_train(cfg, T),
         "flops_seq_len": T,
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(cfg, elem),
+        "init_std": resolved_init_std(cfg),  # model.init_std=null resolved to 1/sqrt(d_model)
     }

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import device as dev
 from ..registry import KERNELS
-from .backend import BackendProbe
+from .backend import BackendProbe, sdpa_fallback_for
 from .memory import cuda_peak, measure_in_worker, resolve_method
 from .peak import peak_flops
 from .steps import Step, make_step
@@ -41,6 +41,7 @@ class BenchContext:
     memory_method: str
     compiled: bool
     worker_mem: dict = field(default_factory=dict)
+    sdpa_note: Optional[str] = None  # a known SDPA math fallback (backend.sdpa_fallback)
 
 
 def empty_row(mode: str, B: int, T: int, status: str, reason: Optional[str] = None) -> dict:
@@ -89,6 +90,8 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
         timing = time_call(step.fn, ctx.device, int(cfg.bench.warmup), int(cfg.bench.repeats), first=first)
         row = timed_row(ctx, mode, B, T, step, timing)
         row["sdpa_backend"] = probe.backend if probe else (None if cfg.attn.impl == "flex" else "unknown (compiled)")
+        if ctx.sdpa_note:
+            row["sdpa_note"] = ctx.sdpa_note
         if ctx.memory_method == "cuda":
             row["peak_mem_bytes"] = cuda_peak(step.fn, ctx.device)
         merge_worker_memory(row, ctx.worker_mem.get((mode, B, T)))
@@ -127,6 +130,9 @@ def run_bench(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
     model.to(device)
     points = [(m, int(b.batch_size), int(t)) for m in b.modes for t in b.seq_lens]
     ctx = BenchContext(cfg, model, device, dtype, peak, method, bool(cfg.device.compile))
+    ctx.sdpa_note = sdpa_fallback_for(cfg, device, dtype)
+    if ctx.sdpa_note:
+        log.warning("%s", ctx.sdpa_note)
     if method == "subprocess":  # before timing: the worker must not compete with it for cores
         todo = [p for p in points if not skip_reason(cfg, p[0], device)]
         ctx.worker_mem = measure_in_worker(cfg, todo, torch.get_num_threads()) if todo else {}
@@ -148,4 +154,6 @@ def run_bench(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
     env = {"peak_flops": peak, "peak_flops_source": source, "memory_method": method,
            "sdpa_backend": "+".join(backends) if backends else None, "compile": ctx.compiled,
            "timer": "timeit fixed count (warm-up excluded)", "bench_s": time.perf_counter() - t0}
+    if ctx.sdpa_note:
+        env["sdpa_note"] = ctx.sdpa_note
     return rows, env

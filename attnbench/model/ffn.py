@@ -2,6 +2,12 @@
 
 Gated FFNs use three matrices, so their hidden size is 2/3 of the plain MLP's
 (rounded up to `ffn.multiple_of`) to keep parameters matched (Shazeer 2020).
+
+`ffn.approximate` picks the GELU of gelu and geglu: `none` is the exact
+x·Φ(x) (PyTorch's default, nanoGPT), `tanh` the tanh approximation of GPT-2's
+`gelu_new` (Hendrycks & Gimpel 2016, Sec. 2). On CPU the tanh form is the slower
+one (docs/configuration.md). `model.bias=false` drops the MLP's biases; the gated
+FFNs never have any (PaLM / LLaMA).
 """
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ from torch import Tensor, nn
 
 from ..registry import FFNS
 
+GELU_APPROXIMATIONS = ("none", "tanh")  # F.gelu's `approximate` argument
+
 
 def gated_hidden(d_model: int, mult: float, multiple_of: int) -> int:
     hidden = 2 * mult * d_model / 3
@@ -19,13 +27,15 @@ def gated_hidden(d_model: int, mult: float, multiple_of: int) -> int:
 
 
 class MLP(nn.Module):
-    """Two-layer MLP with biases (GPT-2): up (d → mult·d), activation, down."""
+    """Two-layer MLP, with biases unless bias=False (GPT-2): up (d → mult·d), activation, down."""
 
-    def __init__(self, d_model: int, mult: float = 4.0, multiple_of: int = 64, dropout: float = 0.0):
+    def __init__(self, d_model: int, mult: float = 4.0, multiple_of: int = 64, dropout: float = 0.0,
+                 approximate: str = "none", bias: bool = True):
         super().__init__()
         hidden = int(mult * d_model)
-        self.up = nn.Linear(d_model, hidden)
-        self.down = nn.Linear(hidden, d_model)
+        self.approximate = approximate
+        self.up = nn.Linear(d_model, hidden, bias=bias)
+        self.down = nn.Linear(hidden, d_model, bias=bias)
         self.down.residual_proj = True  # scaled init (GPT-2)
         self.drop = nn.Dropout(dropout)
 
@@ -33,12 +43,12 @@ class MLP(nn.Module):
         return self.drop(self.down(self.act(self.up(x))))
 
     def act(self, h: Tensor) -> Tensor:
-        return F.gelu(h, approximate="tanh")
+        return F.gelu(h, approximate=self.approximate)
 
 
 @FFNS.register("gelu")
 class GELUMLP(MLP):
-    """GELU MLP (Hendrycks & Gimpel 2016; tanh approximation as in GPT-2)."""
+    """GELU MLP (Hendrycks & Gimpel 2016): exact by default, ffn.approximate=tanh for GPT-2's."""
 
 
 @FFNS.register("relu2")
@@ -52,9 +62,11 @@ class ReLU2MLP(MLP):
 class GatedFFN(nn.Module):
     """act(x W_gate) ⊙ (x W_up) W_down, no biases (as in PaLM / LLaMA)."""
 
-    def __init__(self, d_model: int, mult: float = 4.0, multiple_of: int = 64, dropout: float = 0.0):
+    def __init__(self, d_model: int, mult: float = 4.0, multiple_of: int = 64, dropout: float = 0.0,
+                 approximate: str = "none", bias: bool = True):
         super().__init__()
         hidden = gated_hidden(d_model, mult, multiple_of)
+        self.approximate = approximate  # GeGLU's GELU; `bias` is accepted but gated FFNs have none
         self.gate = nn.Linear(d_model, hidden, bias=False)
         self.up = nn.Linear(d_model, hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
@@ -78,7 +90,7 @@ class SwiGLU(GatedFFN):
 
 @FFNS.register("geglu")
 class GeGLU(GatedFFN):
-    """GeGLU (Shazeer 2020)."""
+    """GeGLU (Shazeer 2020): exact GELU by default, ffn.approximate=tanh for the approximation."""
 
     def act(self, h: Tensor) -> Tensor:
-        return F.gelu(h)
+        return F.gelu(h, approximate=self.approximate)

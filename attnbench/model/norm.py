@@ -7,12 +7,13 @@ from ..registry import NORMS
 
 
 @NORMS.register("layernorm")
-def layernorm(d_model: int, eps: float) -> nn.Module:
-    """LayerNorm (Ba et al. 2016): centre and scale, learned gain and bias."""
-    return nn.LayerNorm(d_model, eps=eps)
+def layernorm(d_model: int, eps: float, bias: bool = True) -> nn.Module:
+    """LayerNorm (Ba et al. 2016): centre and scale, learned gain and (unless model.bias=false) bias."""
+    return nn.LayerNorm(d_model, eps=eps, bias=bias)
 
 
 @NORMS.register("rmsnorm")
-def rmsnorm(d_model: int, eps: float) -> nn.Module:
-    """RMSNorm (Zhang & Sennrich 2019): scale by the root mean square, learned gain, no bias."""
+def rmsnorm(d_model: int, eps: float, bias: bool = True) -> nn.Module:
+    """RMSNorm (Zhang & Sennrich 2019): scale by the root mean square, learned gain, no bias
+    (`bias` is accepted so every norm takes model.bias; RMSNorm never has one)."""
     return nn.RMSNorm(d_model, eps=eps)
