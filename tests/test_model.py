@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnbench import build_model, load_config, variant_name
+from attnbench import ConfigError, build_model, load_config, variant_name
 from attnbench.model import kv_cache_bytes_per_token, param_breakdown
 from attnbench.model.ffn import GELUMLP, GeGLU, ReLU2MLP, SwiGLU, gated_hidden
 from attnbench.registry import FFNS, NORMS
@@ -149,3 +149,115 @@ def test_variant_name():
                        "model.n_layers=4", "model.d_model=256"])
     assert variant_name(cfg) == "gqa-alibi-rmsnorm-swiglu-L4-D256"
     assert variant_name(load_config([*TINY, "norm.placement=post"])) == "mha-learned-layernorm_post-gelu-L2-D32"
+
+
+# ----------------------------------------------------------------------------- pinned formulas (issue 10.6)
+def gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.erf(x / 2**0.5))  # x·Φ(x)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))  # GPT-2's gelu_new
+
+
+@pytest.mark.parametrize("ffn", ["gelu", "geglu"])
+def test_gelu_is_exact_by_default_and_tanh_on_request(ffn):
+    x = torch.linspace(-6, 6, 1001)
+    assert (gelu_exact(x) - gelu_tanh(x)).abs().max() > 1e-4  # the two are distinguishable here
+    exact = build_model(load_config([*TINY, f"ffn={ffn}"])).blocks[0].ffn
+    tanh = build_model(load_config([*TINY, f"ffn={ffn}", "ffn.approximate=tanh"])).blocks[0].ffn
+    torch.testing.assert_close(exact.act(x), gelu_exact(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(tanh.act(x), gelu_tanh(x), atol=1e-6, rtol=1e-6)
+
+
+def test_gpt2_small_preset_uses_the_tanh_gelu_and_others_the_exact_one():
+    assert load_config(["stages=[]", "model=gpt2_small"]).ffn.approximate == "tanh"
+    assert load_config(["stages=[]", "model=gpt2_small", "ffn.approximate=none"]).ffn.approximate == "none"
+    for preset in ("tiny", "small", "deep_narrow", "shallow_wide"):
+        assert load_config(["stages=[]", f"model={preset}"]).ffn.approximate == "none"
+
+
+def test_bad_gelu_approximation_is_one_line():
+    with pytest.raises(ConfigError, match=r"^ffn.approximate=fast: not allowed; choose from \[none, tanh\]$"):
+        load_config([*TINY, "ffn.approximate=fast"])
+
+
+def layer_norm_by_hand(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_block_is_the_exact_residual_formula(placement):
+    """post: y = LN2(h + FFN(h)), h = LN1(x + Attn(x)) (Vaswani et al.); pre: h = x + Attn(LN1(x)),
+    y = h + FFN(LN2(h)) (GPT-2). Norms computed by hand, with non-trivial gains and biases."""
+    from attnbench.model.attention import AttnContext
+    from attnbench.model.kernels import MaskSpec
+
+    model = build_model(load_config([*TINY, f"norm.placement={placement}"]))
+    block = model.blocks[0]
+    randomised(block.norm1), randomised(block.norm2)
+    x = torch.randn(2, 6, 32)
+    ctx = AttnContext(spec=MaskSpec())
+    with torch.no_grad():
+        if placement == "post":
+            h = layer_norm_by_hand(x + block.attn(x, ctx), block.norm1)
+            want = layer_norm_by_hand(h + block.ffn(h), block.norm2)
+        else:
+            h = x + block.attn(layer_norm_by_hand(x, block.norm1), ctx)
+            want = h + block.ffn(layer_norm_by_hand(h, block.norm2))
+        torch.testing.assert_close(block(x, ctx), want, atol=1e-5, rtol=1e-5)
+
+
+def test_every_bias_is_zero_and_every_gain_one_at_init():
+    model = build_model(load_config([*TINY, "attn.qkv_bias=true"]))
+    biases = {n: p for n, p in model.named_parameters() if n.endswith(".bias")}
+    # qkv, out, ffn up/down per layer; two norms per layer and the final norm
+    assert len(biases) == 2 * 4 + 2 * 2 + 1, sorted(biases)
+    assert all(torch.all(p == 0) for p in biases.values()), [n for n, p in biases.items() if p.any()]
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 5 and all(torch.all(m.weight == 1) for m in norms)
+
+
+# ----------------------------------------------------------------------------- model.bias (issue 10.7)
+def test_model_bias_false_leaves_no_bias_anywhere():
+    """nanoGPT's bias=False: no bias in any Linear or LayerNorm (nn.LayerNorm(bias=False))."""
+    for extra in ([], ["ffn=swiglu"], ["ffn=relu2", "norm.placement=post"]):
+        model = build_model(load_config([*TINY, "model.bias=false", *extra]))
+        layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.LayerNorm))]
+        assert layers and all(m.bias is None for m in layers), extra
+        assert not [n for n, _ in model.named_parameters() if "bias" in n]
+    with_bias, without = build_model(load_config(TINY)), build_model(load_config([*TINY, "model.bias=false"]))
+    d, L = 32, 2
+    assert n_params(with_bias) - n_params(without) == L * (d + 4 * d + d) + L * 2 * d + d  # out, up, down; norms
+    idx = torch.randint(0, 64, (2, 5))
+    without.load_state_dict({k: v for k, v in with_bias.state_dict().items() if not k.endswith(".bias")})
+    torch.testing.assert_close(without(idx), with_bias(idx))  # zero biases at init: the same function
+
+
+def test_model_bias_false_with_a_qkv_bias_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^attn.qkv_bias=true: not with model.bias=false .*; set attn.qkv_bias=false or model.bias=true$"):
+        load_config([*TINY, "model.bias=false", "attn.qkv_bias=true"])
+
+
+# ----------------------------------------------------------------------------- model.init_std=null (issue 10.8)
+def test_init_std_null_follows_the_width():
+    from attnbench.bench.figures import model_figures
+    from attnbench.model.gpt import resolved_init_std
+
+    tiny = load_config(["stages=[]", "model=tiny"])
+    assert tiny.model.init_std is None and resolved_init_std(tiny) == 0.125  # the preset's old 0.125 at d=64
+    wide = load_config(["stages=[]", "model=tiny", "model.d_model=256", "model.n_layers=8"])
+    assert resolved_init_std(wide) == 1 / 16
+    model = build_model(wide)
+    assert model.wte.weight.std().item() == pytest.approx(1 / 16, rel=0.05)
+    assert model.blocks[0].attn.out.weight.std().item() == pytest.approx(1 / 16 / 4, rel=0.05)  # / sqrt(2·8)
+    assert model_figures(wide, model)["init_std"] == 1 / 16  # results.json model.init_std
+    explicit = load_config(["stages=[]", "model=tiny", "model.d_model=256", "model.init_std=0.02"])
+    assert resolved_init_std(explicit) == 0.02
+
+
+@pytest.mark.parametrize("value", ["0", "-0.1"])
+def test_init_std_must_be_positive_or_null(value):
+    with pytest.raises(ConfigError, match=rf"^model.init_std={float(value)}: must be > 0 \(or null = 1/sqrt\(model.d_model\)\)$"):
+        load_config([*TINY, f"model.init_std={value}"])
