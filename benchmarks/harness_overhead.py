@@ -7,8 +7,8 @@ module directly (`model(idx)` under inference_mode, `blocked_autorange`). The tw
 measured in alternating rounds (A B, B A, ...); the ratio is between the medians of
 the per-round medians.
 
-    python benchmarks/harness_overhead.py
-    python benchmarks/harness_overhead.py --d-model 768 --heads 12 --seq-len 1024 --batch 4 --rounds 6
+    python -m benchmarks.harness_overhead
+    python -m benchmarks.harness_overhead --d-model 768 --heads 12 --seq-len 1024 --batch 4 --rounds 6
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch.utils import benchmark
 
 from attnbench import build_model, load_config
 from attnbench.bench.suite import run_bench
-from common import CPU, add_common_args, machine, print_table, setup
+from .common import CPU, add_common_args, machine, print_table, setup
 
 
 def main() -> None:

@@ -11,9 +11,9 @@
 
 Every table is measured in one run with interleaved rounds; ratios are medians over rounds.
 
-    python benchmarks/kernels.py --small                     # a quick run (B=2, T=256; decode T=128..512)
-    python benchmarks/kernels.py                             # the issue's sizes (several minutes on 2 cores)
-    python benchmarks/kernels.py --skip-decode --kernels manual,sdpa --batch 4 --seq-len 2048
+    python -m benchmarks.kernels --small                     # a quick run (B=2, T=256; decode T=128..512)
+    python -m benchmarks.kernels                             # the issue's sizes (several minutes on 2 cores)
+    python -m benchmarks.kernels --skip-decode --kernels manual,sdpa --batch 4 --seq-len 2048
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from attnbench.bench.steps import make_step
 from attnbench.model.attention import AttnContext, CausalSelfAttention
 from attnbench.model.kernels import MaskSpec, get_kernel
 from attnbench.registry import KERNELS
-from common import CPU, add_common_args, interleaved, machine, print_table, setup, summarize
+from .common import CPU, add_common_args, interleaved, machine, print_table, setup, summarize
 
 KERNEL_ORDER = ["wrapper", "manual", "sdpa", "sdpa_math", "torch_mha", "flex"]
 

@@ -6,9 +6,9 @@ parameters (the plain GPT loads attnbench's state_dict and must give the same lo
 and both are timed with the same train-step statement (forward, cross-entropy, backward,
 AdamW step), interleaved A B / B A round by round.
 
-    python benchmarks/plain_gpt.py                       # both presets
-    python benchmarks/plain_gpt.py --preset small --rounds 8 --repeats 3
-    python benchmarks/plain_gpt.py --preset custom --layers 2 --d-model 128 --heads 4 --seq-len 128 --batch 8
+    python -m benchmarks.plain_gpt                       # both presets
+    python -m benchmarks.plain_gpt --preset small --rounds 8 --repeats 3
+    python -m benchmarks.plain_gpt --preset custom --layers 2 --d-model 128 --heads 4 --seq-len 128 --batch 8
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from torch import nn
 
 from attnbench import build_model, load_config
 from attnbench.bench.steps import make_step
-from common import CPU, add_common_args, interleaved, machine, print_table, setup, summarize
+from .common import CPU, add_common_args, interleaved, machine, print_table, setup, summarize
 
 PRESETS = {  # name: (n_layers, d_model, n_heads, seq_len, batch)
     "tiny": (2, 64, 4, 64, 16),  # conf/model/tiny.yaml at the default training shape

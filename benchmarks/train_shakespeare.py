@@ -9,7 +9,7 @@ clip 1.0), no dropout, learned positions, LayerNorm, GELU.
    both alike); tokens/s of the training steps only (batch + fwd/bwd/step + loss sync),
    medians compared. Both sides evaluate on the same fixed validation windows.
 
-    python benchmarks/train_shakespeare.py --data ../shared/data/tinyshakespeare.txt
+    python -m benchmarks.train_shakespeare --data ../shared/data/tinyshakespeare.txt
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from attnbench.config import load_config  # noqa: E402
-from attnbench.job import run_job  # noqa: E402
-from attnbench.train.data import prepare_data  # noqa: E402
-from attnbench.train.evaluate import evaluate  # noqa: E402
-from attnbench.train.schedule import lr_at  # noqa: E402
+from attnbench.config import load_config
+from attnbench.job import run_job
+from attnbench.train.data import prepare_data
+from attnbench.train.evaluate import evaluate
+from attnbench.train.schedule import lr_at
 
 RECIPE = ["train=shakespeare_char", "model.n_layers=4", "attn.n_heads=4", "model.d_model=128",
           "model.context_length=64", "model.dropout=0.0", "model.init_std=0.02", "pos=learned", "norm=layernorm", "ffn=gelu",

@@ -23,6 +23,16 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only adds synchronisation, and on a shared, loaded box
+    it can make loops of small calls many times slower. Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def make_cfg():
     """make_cfg(*overrides) -> validated DictConfig (composed exactly as the CLI does)."""

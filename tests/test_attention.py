@@ -26,14 +26,7 @@ CPU_KERNELS = [k for k in KERNELS.names() if "cpu" in KERNELS.get(k).devices]
 T = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second intra-op thread only adds synchronisation, and on a shared,
-    loaded box it can make these loops many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @functools.lru_cache(maxsize=None)
