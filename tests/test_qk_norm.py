@@ -129,5 +129,16 @@ def test_max_attention_logit_restores_training_mode_and_needs_q_and_k():
     max_attention_logit(model, torch.randint(0, 64, (1, 8)))
     assert model.training
     mha = build_model(load_config(["stages=[]", "device=cpu", "attn.impl=torch_mha"]))
-    with pytest.raises(ValueError, match="no layer exposed q and k"):
-        max_attention_logit(mha, torch.randint(0, 64, (1, 8)))
+    assert max_attention_logit(mha, torch.randint(0, 64, (1, 8))) is None  # projects inside the kernel
+
+
+def test_training_results_record_the_max_attention_logit(tmp_path):
+    from attnbench.train.loop import run_train
+
+    fast = ["stages=[train]", "logger=none", "device=cpu", "train.batch_size=4", "train.seq_len=16", "train.steps=2",
+            "train.eval_every=0", "train.eval_batches=1", "train.warmup_steps=1", "data.n_pairs=2", "data.n_queries=2"]
+    for qk in ("true", "false"):
+        cfg = load_config([*fast, f"norm.qk_norm={qk}"])
+        model = build_model(cfg)
+        res = run_train(cfg, model, torch.device("cpu"), torch.float32, tmp_path / qk, None)
+        assert res["status"] == "ok" and res["max_attn_logit"] > 0

@@ -158,3 +158,54 @@ def test_causal_and_cached_decoding_equal_the_full_pass(name):
 def test_bad_scaling_configs_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config([*TINY, *overrides])
+
+
+# ----------------------------------------------------------------------------- fine-tuning: train.init_from
+FAST = ["stages=[train]", "logger=none", "device=cpu", "pos=rope", "train.batch_size=4", "train.seq_len=16",
+        "train.eval_every=0", "train.eval_batches=1", "train.warmup_steps=1", "train.sample_tokens=0",
+        "data.n_pairs=2", "data.n_queries=2", "model.n_layers=1"]
+
+
+def _train(overrides: list[str], run_dir):
+    from attnbench.train.loop import run_train
+
+    cfg = load_config([*FAST, *overrides])
+    model = build_model(cfg)
+    return run_train(cfg, model, torch.device("cpu"), torch.float32, run_dir, None), model
+
+
+def test_init_from_starts_a_scaled_run_from_the_checkpoint_weights(tmp_path):
+    """The rope_finetune recipe: plain RoPE trained at 16 tokens, then PI at 64 from those weights."""
+    from attnbench.train.checkpoint import init_weights_from
+
+    res, trained = _train(["train.steps=3"], tmp_path / "a")
+    assert res["status"] == "ok" and res["init_from"] is None
+    fresh = build_model(load_config([*FAST, "pos.scaling=linear", "pos.factor=4", "train.seq_len=64",
+                                     "seed=1"]))
+    assert init_weights_from(fresh, str(tmp_path / "a")) == tmp_path / "a" / "checkpoint.pt"  # a run dir works
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, atol=0, rtol=0)
+    assert torch.equal(fresh.pos.inv_freq, trained.pos.inv_freq / 4)  # the scaling is this run's, not saved
+    res2, _ = _train(["train.steps=0", f"train.init_from={res['checkpoint']}", "pos.scaling=linear",
+                      "pos.factor=4", "train.seq_len=64"], tmp_path / "b")
+    assert res2["status"] == "ok" and res2["init_from"] == res["checkpoint"] and res2["steps"] == 0
+    # 0 steps: the evaluation is of the checkpoint's weights exactly (extension without fine-tuning)
+    from attnbench.train.data import prepare_data
+    from attnbench.train.evaluate import evaluate
+
+    cfg = load_config([*FAST, "pos.scaling=linear", "pos.factor=4", "train.seq_len=64"])
+    batches = prepare_data(cfg).val_batches(1, 4, 64)
+    assert evaluate(fresh, batches, torch.device("cpu"), torch.float32)["loss"] == pytest.approx(res2["val_loss"], rel=1e-6)
+
+
+def test_init_from_errors_are_one_line(tmp_path):
+    from attnbench.train.checkpoint import CheckpointError, init_weights_from
+
+    with pytest.raises(ConfigError, match=r"^train.init_from=/nonexistent/x.pt: no such checkpoint file or run directory$"):
+        load_config([*FAST, "train.init_from=/nonexistent/x.pt"])
+    res, _ = _train(["train.steps=1"], tmp_path / "a")
+    wider = build_model(load_config([*FAST, "model.d_model=32"]))
+    with pytest.raises(CheckpointError, match=r"^train.init_from=.*: does not fit this model: RuntimeError"):
+        init_weights_from(wider, res["checkpoint"])
+    with pytest.raises(CheckpointError, match="no checkpoint file there"):
+        init_weights_from(wider, str(tmp_path))

@@ -119,6 +119,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only on interrupt and at the end
     resume: bool = False
     sample_tokens: int = 200
+    init_from: Optional[str] = None  # a checkpoint (or run dir) whose weights start this run: fine-tuning
 
 
 @dataclass

@@ -110,16 +110,17 @@ def max_logit(q: Tensor, k: Tensor, spec: MaskSpec, scale: float) -> Tensor:
 
 
 @torch.no_grad()
-def max_attention_logit(model: nn.Module, idx: Tensor) -> float:
+def max_attention_logit(model: nn.Module, idx: Tensor) -> Optional[float]:
     """The largest attention logit |q·k|/sqrt(D) of any layer and head on `idx` (B, T), in eval mode.
 
     The quantity whose growth Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer
     training instabilities") tie to divergence at high learning rates, and which QK-norm bounds.
     Any attention module with a `record_max_logit` flag takes part; costs one extra (T, S) score
-    matrix per layer, so call it on one batch at evaluation time, not every step."""
+    matrix per layer, so call it on one batch at evaluation time, not every step. None when no layer
+    exposes q and k (attn.impl=torch_mha projects inside the kernel; modules without the flag)."""
     layers = [m for m in model.modules() if hasattr(m, "record_max_logit")]
     if not layers:
-        raise ValueError("max_attention_logit: the model has no attention module that records its logits")
+        return None
     was_training = model.training
     model.eval()
     try:
@@ -131,6 +132,4 @@ def max_attention_logit(model: nn.Module, idx: Tensor) -> float:
         for m in layers:
             m.record_max_logit, m.max_logit = False, None
         model.train(was_training)
-    if not seen:  # e.g. attn.impl=torch_mha projects inside the kernel and never exposes q, k
-        raise ValueError("max_attention_logit: no layer exposed q and k (this attn.impl projects internally)")
-    return float(torch.stack(seen).max())
+    return float(torch.stack(seen).max()) if seen else None

@@ -106,3 +106,20 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         raise CheckpointError(f"{path} does not fit this run: {_one_line(exc)}; "
                               "delete it to start over") from None
     return obj
+
+
+def init_weights_from(model: torch.nn.Module, source: str) -> Path:
+    """train.init_from: start from another run's weights (fine-tuning), not its optimizer, step or RNGs.
+
+    `source` is a checkpoint file or a run directory holding one. The state_dict must fit this model
+    exactly (strict): buffers such as RoPE frequencies are not saved, so pos.scaling may differ."""
+    path = Path(source).expanduser()
+    path = checkpoint_path(path) if path.is_dir() else path
+    if not path.is_file():
+        raise CheckpointError(f"train.init_from={source}: no checkpoint file there")
+    obj = read_checkpoint(path)
+    try:
+        model.load_state_dict(obj["model"])
+    except Exception as exc:
+        raise CheckpointError(f"train.init_from={source}: does not fit this model: {_one_line(exc)}") from None
+    return path

@@ -35,6 +35,8 @@ def check_train(tc: Any) -> None:
             raise ConfigError(f"train.{key}={tc[key]}: must be in [0, 1)")
     for t in tc.eval_seq_lens:
         _at_least("train.eval_seq_lens", t, 1)
+    if tc.get("init_from") is not None and not Path(tc.init_from).expanduser().exists():
+        raise ConfigError(f"train.init_from={tc.init_from}: no such checkpoint file or run directory")
 
 
 def check_data(cfg: Any) -> None:

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from ..config.naming import config_hash
 from ..device import autocast
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from ..model.attention import max_attention_logit
+from .checkpoint import checkpoint_path, init_weights_from, load_checkpoint, save_checkpoint
 from .data import IGNORE, LMData, TextData, prepare_data
 from .evaluate import eval_lengths, evaluate, metric_of, sample_text
 from .interrupt import GracefulStop
@@ -158,6 +159,7 @@ def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
     data = data if data is not None else prepare_data(cfg)
     tc = cfg.train
     model.to(device).train()
+    init_from = str(init_weights_from(model, tc.init_from)) if tc.get("init_from") else None  # before resume
     opt, opt_name = build_optimizer(model, tc, device)
     trainer = Trainer(
         cfg=cfg, model=model, forward=torch.compile(model) if cfg.device.compile else model, data=data,
@@ -170,7 +172,7 @@ def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
     with GracefulStop() as stop:
         status, error, diverged_step = trainer.run(stop)
         res = {"status": status, "error": error, "optimizer": opt_name, "resumed_from_step": resumed_from,
-               "data": data.describe(), "checkpoint": None, "diverged_step": diverged_step}
+               "data": data.describe(), "checkpoint": None, "diverged_step": diverged_step, "init_from": init_from}
         res.update(_quality(trainer, status))
         if status == "ok":
             res["checkpoint"] = str(trainer.save())
@@ -197,6 +199,8 @@ def _quality(tr: Trainer, status: str) -> dict:
             known = p.last_val
         by_len, metric_by_len, na = eval_lengths(tr.model, data, cfg, tr.device, tr.dtype, known)
         out.update(val_loss_by_len=by_len, metric_by_len=metric_by_len, val_na=na)
+        # Finding 10 (Wortsman et al. 2023): the largest attention logit, on the first validation batch
+        out["max_attn_logit"] = max_attention_logit(tr.model, tr.val_batches[0][0].to(tr.device))
         if isinstance(data, TextData) and cfg.train.sample_tokens > 0:
             out.update(_sample(tr, data))
     if p.last_val is not None:
