@@ -112,24 +112,26 @@ def read_run(path: Path) -> WandbRun:
             for item in r.config.update:
                 _put(run.config, item)
         elif kind == "config":
-            for item in rec.config.update:
-                _put(run.config, item)
-            for item in rec.config.remove:
-                _drop(run.config, item)
+            _update(run.config, rec.config)
         elif kind == "history":
             row: dict = {}
             for item in rec.history.item:
                 _put(row, item)
             run.history.append(row)
         elif kind == "summary":
-            for item in rec.summary.update:
-                _put(run.summary, item)
-            for item in rec.summary.remove:
-                _drop(run.summary, item)
+            _update(run.summary, rec.summary)
         elif kind == "exit":
             run.exit_code = rec.exit.exit_code
     run.config.pop("_wandb", None)
     return run
+
+
+def _update(target: dict, rec: Any) -> None:
+    """A config or summary record: its `update` items set keys, its `remove` items drop them."""
+    for item in rec.update:
+        _put(target, item)
+    for item in rec.remove:
+        _drop(target, item)
 
 
 def find_run_files(run_dir: Path) -> list[Path]:
