@@ -2,7 +2,8 @@
 
 Before handing over to Hydra, single runs are composed and validated once so a
 bad value yields one line naming the field and the allowed values (Hydra's own
-messages span several lines). `attnbench report PATH` forwards to the report.
+messages span several lines). `attnbench report PATH` forwards to the report,
+`attnbench doctor [overrides]` to the node check (attnbench/doctor.py).
 """
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def main() -> None:
         from .report.cli import main as report_main
 
         sys.exit(report_main(argv[1:]))
+    if argv[:1] == ["doctor"]:
+        from .doctor import main as doctor_main
+
+        sys.exit(doctor_main(argv[1:]))
     try:
         precheck(argv)
     except ConfigError as exc:
