@@ -231,6 +231,11 @@ def _matches(v: Variant, key: str, value: str) -> Optional[bool]:
                 want = value
             if isinstance(want, (list, dict)):
                 want = json.dumps(want, sort_keys=True)
+            if num(got) and isinstance(want, str):  # YAML reads 1e-3 as text; Hydra as a float
+                try:
+                    want = float(want)
+                except ValueError:
+                    pass
             return got == want or show(got) == value or str(got) == value
     return None
 

@@ -82,6 +82,10 @@ def log_report(rep: Any, paths: Sequence[Path], out: Path, mode: Optional[str] =
     lc = _logger_cfg(rep.runs)
     group = sweep_group(rep.runs, paths)
     config = {"paths": [str(p) for p in paths], "n_runs": len(rep.runs)}
+    if rep.comparison is not None:
+        config.update(n_variants=len(rep.comparison.variants), objective=rep.comparison.objective,
+                      replicates=list(rep.comparison.replicates), tune=rep.comparison.tune,
+                      baseline=rep.comparison.baseline.label if rep.comparison.baseline else None)
     args = (out, group, project or lc.get("project") or "attnbench", entity or lc.get("entity"), timeout_s, config)
     run = _init(mode, *args)
     if run is None and mode == "online":
@@ -93,7 +97,15 @@ def log_report(rep: Any, paths: Sequence[Path], out: Path, mode: Optional[str] =
     exit_code = 0
     try:
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows], allow_mixed_types=True)
-        run.log({"report/table": table, **{f"report/{k}": wandb.Image(str(p)) for k, p in rep.images.items()}})
+        logged = {"report/table": table}
+        if rep.comparison is not None:  # one row per variant: what W&B's "group by variant" shows natively
+            from .variants import variant_rows
+
+            vrows = variant_rows(rep.comparison)
+            vcols = list(dict.fromkeys(k for r in vrows for k in r))
+            logged["report/variants"] = wandb.Table(columns=vcols, data=[[r.get(c) for c in vcols] for r in vrows],
+                                                    allow_mixed_types=True)
+        run.log({**logged, **{f"report/{k}": wandb.Image(str(p)) for k, p in rep.images.items()}})
         run.summary.update({"n_runs": len(rep.runs),
                             **{f"n_{s}": n for s, n in Counter(str(r.res.get("status")) for r in rep.runs).items()}})
     except Exception as exc:

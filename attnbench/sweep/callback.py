@@ -31,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from ..track.results import read_results, write_results
-from .summary import FINAL_STATUSES, collect, render, write_summary
+from .summary import FINAL_STATUSES, collect_jobs, render, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +133,12 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _EXIT["code"] = 1  # stays 1 if the summary itself fails (Hydra only warns about it)
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        rows = collect(sweep_dir)
+        runs, rows = collect_jobs(sweep_dir)
         bad = [r for r in rows if r["status"] != "ok"]
         _EXIT["code"] = 1 if bad or not rows else 0
         cmd = resume_command(config, sweep_dir, rows) if bad else None
-        write_summary(sweep_dir, rows, cmd)
-        print(render(sweep_dir, rows, cmd), flush=True)
+        write_summary(sweep_dir, rows, cmd, runs)
+        print(render(sweep_dir, rows, cmd, runs), flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -149,12 +149,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.sweep_dir.is_dir():
         print(f"attnbench.sweep: error: {args.sweep_dir}: no such directory", file=sys.stderr)
         return 2
-    rows = collect(args.sweep_dir)
+    runs, rows = collect_jobs(args.sweep_dir)
     cmd, saved = None, args.sweep_dir / "multirun.yaml"  # the launching config, saved by Hydra's sweeper
     launched = OmegaConf.load(saved) if saved.is_file() else None
     if any(r["status"] != "ok" for r in rows) and OmegaConf.select(launched, "hydra.overrides") is not None:
         cmd = resume_command(launched, args.sweep_dir, rows)
-    write_summary(args.sweep_dir, rows, cmd)
-    print(render(args.sweep_dir, rows, cmd))
+    write_summary(args.sweep_dir, rows, cmd, runs)
+    print(render(args.sweep_dir, rows, cmd, runs))
     return 1 if not rows or any(r["status"] != "ok" for r in rows) else 0
 
