@@ -17,6 +17,10 @@ embedding lookups are O(d) per token and left out, as is usual.
 Decoding token n after a prompt of T tokens sees min(T+n, w) keys (the query at
 absolute position p sees p+1 keys, capped by the window), so
 `flops_per_token_decode` averages k̄ over the generated positions.
+
+attn=mla replaces the projection and score terms (see `mla_layer_flops`): its keys and values
+are up-projected from the cached latent, once per token in a full pass but for every cached
+key on each decode step, unless `attn.absorb` folds the up-projections into the query and output.
 """
 from __future__ import annotations
 
@@ -44,9 +48,33 @@ def ffn_flops_per_token(cfg: Any) -> float:
     return 2 * 2 * d * int(cfg.ffn.mult * d)
 
 
-def _flops_per_token(cfg: Any, keys: float) -> float:
+def mla_layer_flops(cfg: Any, keys: float, decode: bool = False) -> float:
+    """attn=mla, one layer, one query token attending to `keys` keys (model/mla.py), with
+    r = kv_lora_rank, rq = q_lora_rank, dn/dr/dv = qk_nope/rope/v head dims:
+
+        query        2·d·H·(dn+dr), or low rank 2·d·rq + 2·rq·H·(dn+dr)
+        kv_down      2·d·(r+dr)                  (latent and shared RoPE key of the new token)
+        expanded     kv_up 2·r·H·(dn+dv) per latent expanded (1 per token in a full pass,
+                     all `keys` on a decode step), scores 2·H·(dn+dr)·k̄, AV 2·H·dv·k̄
+        absorbed     decode only: q·W_uk 2·H·dn·r, scores 2·H·(r+dr)·k̄, AV 2·H·r·k̄, ·W_uv 2·H·r·dv
+        out          2·H·dv·d"""
+    from ..model.mla import MLADims
+
+    x, d = MLADims.from_cfg(cfg), cfg.model.d_model
+    H, r = x.n_heads, x.kv_rank
+    query = 2 * d * H * x.qk if x.q_rank is None else 2 * d * x.q_rank + 2 * x.q_rank * H * x.qk
+    fixed = query + 2 * d * (r + x.rope) + 2 * H * x.v * d
+    if decode and cfg.attn.absorb:
+        return fixed + 2 * H * x.nope * r + 2 * H * r * x.v + 2 * H * (r + x.rope + r) * keys
+    expanded = keys if decode else 1
+    return fixed + 2 * r * H * (x.nope + x.v) * expanded + 2 * H * (x.qk + x.v) * keys
+
+
+def _flops_per_token(cfg: Any, keys: float, decode: bool = False) -> float:
     """Forward FLOPs of one token whose query attends to `keys` keys (on average)."""
     d, H, L, V = cfg.model.d_model, cfg.attn.n_heads, cfg.model.n_layers, cfg.model.vocab_size
+    if cfg.attn.name == "mla":
+        return L * (mla_layer_flops(cfg, keys, decode) + ffn_flops_per_token(cfg)) + 2 * d * V
     D, Hkv = d // H, resolve_layout(cfg)
     proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d
     attn = 2 * 2 * H * D * keys
@@ -65,4 +93,4 @@ def flops_per_token_decode(cfg: Any, prompt_len: int, new_tokens: int) -> float:
     """Average forward FLOPs per generated token, tokens prompt_len .. prompt_len+new_tokens-1."""
     w = cfg.attn.window
     keys = [p + 1 if w is None else min(p + 1, w) for p in range(prompt_len, prompt_len + new_tokens)]
-    return _flops_per_token(cfg, sum(keys) / max(len(keys), 1))
+    return _flops_per_token(cfg, sum(keys) / max(len(keys), 1), decode=True)

@@ -45,8 +45,13 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
 
 
 def kv_cache_bytes_per_token(cfg: Any, bytes_per_element: int = 4) -> int:
-    """2 (k and v) · layers · n_kv_heads · head_dim · bytes per element."""
+    """2 (k and v) · layers · n_kv_heads · head_dim · bytes per element;
+    attn=mla: layers · (kv_lora_rank + rope_head_dim) · bytes (the latent and the shared RoPE key)."""
     from .layout import resolve_layout
 
+    if cfg.attn.name == "mla":
+        from .mla import kv_bytes_per_token
+
+        return kv_bytes_per_token(cfg, bytes_per_element)
     head_dim = cfg.model.d_model // cfg.attn.n_heads
     return 2 * cfg.model.n_layers * resolve_layout(cfg) * head_dim * bytes_per_element

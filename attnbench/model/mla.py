@@ -134,7 +134,7 @@ class MultiHeadLatentAttention(nn.Module):
 
     def __init__(self, d_model: int, dims: MLADims, kernel: Kernel, eps: float = 1e-5, absorb: bool = False,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
-                 softcap: Optional[float] = None):
+                 softcap: Optional[float] = None, out_bias: bool = True):
         super().__init__()
         self.dims, self.kernel, self.absorb, self.dropout = dims, kernel, absorb, dropout
         # attn.softcap caps q·k·scale; only passed when set, as kernels without it take no such argument
@@ -150,7 +150,7 @@ class MultiHeadLatentAttention(nn.Module):
         self.kv_latent_norm = nn.RMSNorm(r, eps=eps)
         # No bias: a bias here could not be absorbed into the query and output.
         self.kv_up = nn.Linear(r, H * (dims.nope + dims.v), bias=False)
-        self.out = nn.Linear(H * dims.v, d_model)
+        self.out = nn.Linear(H * dims.v, d_model, bias=out_bias)
         self.out.residual_proj = True
         self.resid_drop = nn.Dropout(resid_dropout)
         self.scale = dims.qk ** -0.5
@@ -211,4 +211,5 @@ def build(cfg: Any, kernel: Kernel) -> MultiHeadLatentAttention:
     a, m = cfg.attn, cfg.model
     return MultiHeadLatentAttention(m.d_model, MLADims.from_cfg(cfg), kernel, eps=float(cfg.norm.eps),
                                     absorb=bool(a.absorb), qkv_bias=bool(a.qkv_bias), dropout=float(a.dropout),
-                                    resid_dropout=float(m.dropout), softcap=a.softcap)
+                                    resid_dropout=float(m.dropout), softcap=a.softcap,
+                                    out_bias=bool(m.get("bias", True)))  # model.bias, as CausalSelfAttention's out
