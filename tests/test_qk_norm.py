@@ -142,3 +142,20 @@ def test_training_results_record_the_max_attention_logit(tmp_path):
         model = build_model(cfg)
         res = run_train(cfg, model, torch.device("cpu"), torch.float32, tmp_path / qk, None)
         assert res["status"] == "ok" and res["max_attn_logit"] > 0
+
+
+def test_qk_norm_lr_preset_composes_every_point_of_its_grid():
+    from omegaconf import OmegaConf
+
+    from attnbench.config.compose import conf_dir
+
+    raw = OmegaConf.load(conf_dir() / "experiment" / "qk_norm_lr.yaml")
+    params = {k: [v.strip() for v in str(val).split(",")] for k, val in raw.hydra.sweeper.params.items()}
+    lrs = [float(x) for x in params["train.lr"]]
+    assert max(lrs) / min(lrs) >= 10 and params["norm.qk_norm"] == ["false", "true"] and params["seed"] == ["0", "1", "2"]
+    for lr in params["train.lr"]:
+        for qk in params["norm.qk_norm"]:
+            cfg = load_config(["experiment=qk_norm_lr", f"train.lr={lr}", f"norm.qk_norm={qk}", "logger=none"])
+            assert cfg.train.lr == float(lr) and cfg.norm.qk_norm == (qk == "true") and cfg.stages == ["train"]
+    model = build_model(cfg)
+    assert isinstance(model.blocks[0].attn.q_norm, nn.LayerNorm)  # the paper's qk-layernorm

@@ -209,3 +209,56 @@ def test_init_from_errors_are_one_line(tmp_path):
         init_weights_from(wider, res["checkpoint"])
     with pytest.raises(CheckpointError, match="no checkpoint file there"):
         init_weights_from(wider, str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- Finding 9 presets
+def preset_params(experiment: str) -> dict[str, list[str]]:
+    from omegaconf import OmegaConf
+
+    from attnbench.config.compose import conf_dir
+
+    raw = OmegaConf.load(conf_dir() / "experiment" / f"{experiment}.yaml")
+    return {k: [v.strip() for v in str(val).split(",")] for k, val in raw.hydra.sweeper.params.items()}
+
+
+def test_rope_extension_preset_composes_every_variant():
+    params = preset_params("rope_extension")
+    assert params["seed"] == ["0", "1", "2"]
+    want = {"rope": ("rope", "none"), "pi": ("rope", "linear"), "ntk": ("rope", "ntk"), "yarn": ("rope", "yarn"),
+            "alibi": ("alibi", "none")}
+    assert params["+experiment/rope_extension"] == list(want)
+    for variant, (pos, scaling) in want.items():
+        cfg = load_config(["experiment=rope_extension", f"+experiment/rope_extension={variant}", "logger=none"])
+        assert (cfg.pos.name, cfg.pos.scaling) == (pos, scaling)
+        assert cfg.stages == ["train"] and cfg.train.seq_len == 64 == cfg.pos.original_context
+        assert list(cfg.train.eval_seq_lens) == [64, 128, 256, 512] and cfg.pos.factor == 8
+        assert cfg.pos.scaling_in_training is False  # extension without fine-tuning
+        build_model(cfg)
+
+
+def test_rope_finetune_preset_composes_every_variant(tmp_path):
+    params = preset_params("rope_finetune")
+    assert params["+experiment/rope_extension"] == ["rope", "pi", "ntk", "yarn"]
+    res, _ = _train(["train.steps=1"], tmp_path / "pre")
+    for variant in ("rope", "pi", "ntk", "yarn", "alibi"):
+        cfg = load_config(["experiment=rope_finetune", f"+experiment/rope_extension={variant}", "logger=none",
+                           f"train.init_from={res['checkpoint']}"])
+        assert cfg.train.seq_len == 512 and cfg.train.steps <= 400 and cfg.pos.scaling_in_training is True
+        assert cfg.train.init_from == res["checkpoint"] and cfg.train.lr < 1e-3
+
+
+def test_rope_finetune_runs_from_a_rope_extension_checkpoint(tmp_path):
+    """The two presets chained, cut down to a couple of steps on the synthetic task."""
+    small = ["data=synthetic", "data.n_pairs=2", "data.n_queries=2", "model.n_layers=1", "train.batch_size=2",
+             "train.eval_batches=1", "train.eval_every=0", "train.eval_seq_lens=[16,32]", "device=cpu", "logger=none"]
+    from attnbench.train.loop import run_train
+
+    cfg = load_config(["experiment=rope_extension", "+experiment/rope_extension=pi", *small, "train.steps=2",
+                       "train.seq_len=16", "pos.original_context=16", "pos.factor=2", "train.warmup_steps=1"])
+    pre = run_train(cfg, build_model(cfg), torch.device("cpu"), torch.float32, tmp_path / "pre", None)
+    assert pre["status"] == "ok" and set(pre["val_loss_by_len"]) == {"16", "32"}
+    cfg = load_config(["experiment=rope_finetune", "+experiment/rope_extension=pi", *small, "train.steps=2",
+                       "train.seq_len=32", "pos.original_context=16", "pos.factor=2", "train.warmup_steps=1",
+                       f"train.init_from={pre['checkpoint']}"])
+    ft = run_train(cfg, build_model(cfg), torch.device("cpu"), torch.float32, tmp_path / "ft", None)
+    assert ft["status"] == "ok" and ft["init_from"] == pre["checkpoint"] and ft["steps"] == 2
