@@ -237,3 +237,66 @@ def test_bad_bench_mode_and_memory_method_list_the_vocabulary(make_cfg):
         make_cfg("stages=[bench]", "bench.modes=[backward]")
     with pytest.raises(ConfigError, match=r"bench.memory=rss: not allowed; choose from \[auto, subprocess, none\]"):
         make_cfg("stages=[bench]", "bench.memory=rss")
+
+
+# ----------------------------------------------------------------------------- SDPA math fallback (issue 10.4)
+BF16, FP32 = torch.bfloat16, torch.float32
+
+
+@pytest.mark.parametrize("impl, device, gqa, masked, dtype, falls_back", [
+    ("sdpa", "cuda", True, True, BF16, True),  # GQA + window/ALiBi: flash takes no mask, efficient no GQA
+    ("sdpa", "cuda", True, False, FP32, True),  # GQA in fp32: flash needs fp16/bf16
+    ("sdpa", "cuda", True, False, BF16, False),  # GQA, causal, bf16: flash serves it
+    ("sdpa", "cuda", False, True, BF16, False),  # MHA + mask: the efficient kernel
+    ("sdpa", "cuda", False, False, FP32, False),
+    ("sdpa", "cpu", True, True, BF16, False),  # CPU: a float mask is math for MHA too
+    ("sdpa_math", "cuda", True, True, BF16, False),  # pinned: like-for-like by construction
+    ("sdpa_flash", "cuda", True, False, BF16, False),
+    ("manual", "cuda", True, True, BF16, False),
+])
+def test_sdpa_fallback_decision(impl, device, gqa, masked, dtype, falls_back):
+    from attnbench.bench.backend import sdpa_fallback
+
+    note = sdpa_fallback(impl, device, gqa, masked, dtype)
+    assert (note is not None) == falls_back, note
+    if falls_back:
+        assert note.startswith("attn.impl=sdpa on cuda: GQA/MQA falls back to the math backend")
+
+
+def test_sdpa_fallback_reads_the_config(make_cfg):
+    from attnbench.bench.backend import sdpa_fallback_for
+
+    cuda = torch.device("cuda")  # the decision only: nothing is allocated
+    for overrides, falls_back in ((("attn=gqa", "attn.window=8"), True), (("attn=mqa", "pos=alibi"), True),
+                                  (("attn=gqa",), False), (("attn=mha", "pos=alibi"), False)):
+        cfg = make_cfg("stages=[bench]", *overrides)
+        assert (sdpa_fallback_for(cfg, cuda, BF16) is not None) == falls_back, overrides
+    assert sdpa_fallback_for(make_cfg("stages=[bench]", "attn=gqa"), cuda, FP32) is not None
+
+
+def test_sdpa_fallback_is_logged_and_recorded_in_rows_and_env(make_cfg, monkeypatch, caplog):
+    from attnbench.bench import backend
+
+    # Decide as on CUDA, run on CPU: the recording path is the same.
+    monkeypatch.setattr(suite, "sdpa_fallback_for",
+                        lambda cfg, device, dtype: backend.sdpa_fallback_for(cfg, torch.device("cuda"), dtype))
+    with caplog.at_level("WARNING", logger="attnbench.bench.suite"):
+        _, rows, env = bench(make_cfg, "attn=gqa", "pos=alibi", "bench.modes=[forward]", "bench.seq_lens=[16]")
+    assert rows[0]["sdpa_note"] == env["sdpa_note"] and "math backend" in env["sdpa_note"]
+    assert any("falls back to the math backend" in r.getMessage() for r in caplog.records)
+    _, rows, env = bench(make_cfg, "attn=mha", "pos=alibi", "bench.modes=[forward]", "bench.seq_lens=[16]")
+    assert "sdpa_note" not in rows[0] and "sdpa_note" not in env
+
+
+# ----------------------------------------------------------------------------- MFU by hand (issue 10.6)
+@pytest.mark.parametrize("mode, factor", [("forward", 1), ("train_step", 3)])
+def test_mfu_of_a_row_by_hand(make_cfg, mode, factor):
+    """tiny (d=64, H=4, L=2, V=256, GELU ×4, MHA), T=16: FLOPs per token written out, then
+    MFU = B·T·flops / (median_ms / 1000) / peak with the configured peak of 1e11 FLOP/s."""
+    cfg, rows, _ = bench(make_cfg, f"bench.modes=[{mode}]", "bench.seq_lens=[16]")
+    (row,) = rows
+    d, T, V, B = 64, 16, 256, cfg.bench.batch_size
+    per_layer = 2 * d * 3 * d + 2 * d * d + 2 * 2 * d * (T + 1) / 2 + 2 * 2 * d * 4 * d  # qkv, out, QK/AV causal, FFN
+    flops = factor * B * T * (2 * per_layer + 2 * d * V)
+    assert row["flops"] == pytest.approx(flops, rel=1e-12)
+    assert row["mfu"] == pytest.approx(flops / (row["median_ms"] / 1e3) / 1e11, rel=1e-9)
