@@ -157,13 +157,30 @@ def sweep_params(name: str) -> dict:
     return dict(cfg.hydra.sweeper.params or {})
 
 
-def experiment_jobs(name: str) -> list[list[str]]:
-    """The overrides of every job `-m experiment=<name>` launches (the basic sweeper's product)."""
+REPLICATE_AXES = ("seed", "train.lr")  # swept by every quality study; the report groups and tunes over them
+
+
+def experiment_jobs(name: str, replicates: bool = False) -> list[list[str]]:
+    """The overrides of every job `-m experiment=<name>` launches (the basic sweeper's product);
+    without `replicates`, one job per variant (the first seed and learning rate)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweep_params(name).items()])
     axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in parsed]
+    if not replicates:
+        axes = [a[:1] if a[0].split("=")[0] in REPLICATE_AXES else a for a in axes]
     return [list(c) for c in itertools.product(*axes)]
+
+
+QUALITY_STUDIES = ("positional", "head_layout", "norm_ffn", "depth_width", "window", "norm_placement")
+
+
+@pytest.mark.parametrize("name", QUALITY_STUDIES)
+def test_quality_studies_have_3_seeds_and_a_learning_rate_grid(name):
+    params = sweep_params(name)
+    assert len(str(params["seed"]).split(",")) >= 3 and len(str(params["train.lr"]).split(",")) >= 3
+    jobs = experiment_jobs(name, replicates=True)
+    assert len(jobs) == 9 * len(experiment_jobs(name))
 
 
 def test_the_documented_experiments_exist():
@@ -342,7 +359,7 @@ def test_submitit_local_runs_two_tiny_jobs(cli, tmp_path):
 @pytest.mark.slow
 def test_experiment_runs_end_to_end(cli, tmp_path):
     sweep = tmp_path / "sweep"
-    r = cli("-m", "experiment=window", "attn.window=8,64", "train.steps=3", "train.batch_size=2",
+    r = cli("-m", "experiment=window", "attn.window=8,64", "seed=0", "train.lr=1e-3", "train.steps=3", "train.batch_size=2",
             "train.eval_batches=1", "train.eval_every=0", "logger=none", "device=cpu", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
     rows = read_csv(sweep / "summary.csv")
