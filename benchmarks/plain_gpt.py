@@ -53,7 +53,7 @@ class PlainBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
-        return x + self.ffn.down(F.gelu(self.ffn.up(self.norm2(x)), approximate="tanh"))
+        return x + self.ffn.down(F.gelu(self.ffn.up(self.norm2(x))))  # exact GELU, attnbench's default ffn.approximate=none
 
 
 class PlainGPT(nn.Module):
