@@ -13,6 +13,7 @@ import torch
 
 from attnbench import doctor
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 FAKE_KEY = "fake-wandb-key-0123456789abcdef0123456789abcdef"
 
 

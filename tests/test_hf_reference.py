@@ -19,6 +19,8 @@ transformers = pytest.importorskip("transformers")
 from attnbench import build_model, load_config  # noqa: E402
 from attnbench.model.ffn import gated_hidden  # noqa: E402
 
+# Tiny matmuls: with torch's default threads on a loaded 2-core box a 32-wide Linear took 38 ms (profiled).
+pytestmark = pytest.mark.usefixtures("one_thread")
 ATOL = 1e-4
 TINY = ["model.d_model=32", "model.n_layers=2", "attn.n_heads=4", "model.vocab_size=64", "model.context_length=64",
         "bench.seq_lens=[8]"]
@@ -29,16 +31,6 @@ logging.getLogger("transformers").setLevel(logging.ERROR)  # tiny vocabularies t
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls: with several threads on a loaded machine each call waits on the others (measured
-    38 ms per 32-wide Linear with torch's default threads on a busy 2-core box; sub-ms with one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _attnbench(*overrides: str, zero_biases: bool = False):
     cfg = load_config([*TINY, *overrides])
     model = build_model(cfg).eval()
