@@ -300,3 +300,28 @@ def test_sdpa_flash_is_fine_when_the_head_dims_happen_to_agree():
     with pytest.raises(ConfigError, match="attn.impl=sdpa_flash: needs equal q/k and v head dims"):
         load_config([*BASE, "attn.impl=sdpa_flash", "attn.qk_nope_head_dim=8", "attn.v_head_dim=16",
                      "attn.absorb=true"])
+
+
+
+def test_max_attention_logit_covers_mla_layers():
+    """results' max_attn_logit (Finding 10) for MLA: max |q·k|·scale over the allowed keys, by hand for a 1-layer model."""
+    from attnbench.model.attention import max_attention_logit
+    from attnbench.model.position import apply_rotary
+
+    model = mla_model(*Q_LORA, "model.n_layers=1")
+    attn, d = model.blocks[0].attn, model.blocks[0].attn.dims
+    idx = torch.randint(0, 64, (2, 7))
+    xs = []
+    hook = attn.register_forward_pre_hook(lambda m, args: xs.append(args[0]))
+    got = max_attention_logit(model, idx)
+    hook.remove()
+    x, rot = xs[0], model.pos.rotary(torch.arange(7))
+    with torch.no_grad():
+        q = attn._query(x).view(2, 7, d.n_heads, d.qk).transpose(1, 2)
+        c, k_rope = attn.kv_down(x).split([d.kv_rank, d.rope], dim=-1)
+        k_nope = attn.kv_up(attn.kv_latent_norm(c)).view(2, 7, d.n_heads, -1).transpose(1, 2)[..., : d.nope]
+        q = torch.cat([q[..., : d.nope], apply_rotary(q[..., d.nope :], rot)], -1)
+        k = torch.cat([k_nope, apply_rotary(k_rope.unsqueeze(1), rot).expand(2, d.n_heads, 7, d.rope)], -1)
+        scores = (q @ k.transpose(-2, -1)).abs() * attn.scale  # (B, H, T, S)
+        want = scores.masked_fill(~torch.ones(7, 7, dtype=torch.bool).tril(), 0).amax()
+    assert got == pytest.approx(float(want), rel=1e-5)

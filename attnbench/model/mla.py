@@ -139,6 +139,8 @@ class MultiHeadLatentAttention(nn.Module):
         self.dims, self.kernel, self.absorb, self.dropout = dims, kernel, absorb, dropout
         # attn.softcap caps q·k·scale; only passed when set, as kernels without it take no such argument
         self.kernel_kw = {"softcap": softcap} if softcap is not None else {}
+        self.record_max_logit = False  # set by attention.max_attention_logit (results' max_attn_logit)
+        self.max_logit: Optional[Tensor] = None
         H, r = dims.n_heads, dims.kv_rank
         if dims.q_rank is None:
             self.q = nn.Linear(d_model, H * dims.qk, bias=qkv_bias)
@@ -192,6 +194,10 @@ class MultiHeadLatentAttention(nn.Module):
         k_nope, v = kv.split([d.nope, d.v], dim=-1)
         k = torch.cat([k_nope, k_rope.unsqueeze(1).expand(B, d.n_heads, S, d.rope)], dim=-1)  # (B, H, S, qk)
         q = torch.cat([q_nope, q_rope], dim=-1)  # (B, H, T, qk)
+        if self.record_max_logit:
+            from .attention import max_logit
+
+            self.max_logit = max_logit(q, k, spec, self.scale)
         return self.kernel(q, k, v, spec=spec, bias=None, scale=self.scale, dropout=drop, **self.kernel_kw)
 
     def _absorbed(self, q_nope: Tensor, q_rope: Tensor, kv: Tensor, spec: MaskSpec, drop: float) -> Tensor:
