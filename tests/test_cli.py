@@ -49,7 +49,7 @@ ERRORS = [
     pytest.param(["ffn=swiglu", "ffn.multiple_of=0"], "ffn.multiple_of=0: must be an integer >= 1", id="multiple-of"),
     pytest.param(["pos=rope", "pos.base=1"], "pos.base=1.0: must be > 1 (RoPE/sinusoidal frequency base)", id="base"),
     pytest.param(["device.threads=0"], "device.threads=0: must be an integer >= 1", id="threads"),
-    pytest.param(["model.init_std=0"], "model.init_std=0.0: must be > 0", id="init-std"),
+    pytest.param(["model.init_std=0"], "model.init_std=0.0: must be > 0 (or null = 1/sqrt(model.d_model))", id="init-std"),
     pytest.param(["device.dtype=float64"], "device.dtype=float64: not allowed; choose from [float32, bfloat16, "
                  "float16]", id="dtype"),
 ]
