@@ -222,7 +222,8 @@ def test_every_bias_is_zero_and_every_gain_one_at_init():
 # ----------------------------------------------------------------------------- model.bias (issue 10.7)
 def test_model_bias_false_leaves_no_bias_anywhere():
     """nanoGPT's bias=False: no bias in any Linear or LayerNorm (nn.LayerNorm(bias=False))."""
-    for extra in ([], ["ffn=swiglu"], ["ffn=relu2", "norm.placement=post"]):
+    # attn=mla takes no bias flag: its projections lose their biases in GPT's post-pass
+    for extra in ([], ["ffn=swiglu"], ["ffn=relu2", "norm.placement=post"], ["attn=mla"], ["norm.qk_norm=true"]):
         model = build_model(load_config([*TINY, "model.bias=false", *extra]))
         layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.LayerNorm))]
         assert layers and all(m.bias is None for m in layers), extra
