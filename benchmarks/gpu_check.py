@@ -266,7 +266,7 @@ def check_mfu(device: torch.device) -> Iterator[Result]:
                 ok = r["status"] == "ok" and mfu is not None and 0 < mfu < 1
                 yield Result("mfu", f"model=small {r['mode']} {dtype}", "PASS" if ok else "FAIL",
                              f"status {r['status']}, MFU {mfu if mfu is None else f'{mfu:.3f}'} against "
-                             f"{env['peak_flops'] / 1e12:.1f} TFLOP/s ({env['peak_flops_source']})"
+                             f"{env['peak_flops'] / 1e12:.3g} TFLOP/s ({env['peak_flops_source']})"
                              + (f"; {r.get('reason')}" if r.get("reason") else ""))
         except Exception as exc:
             yield Result("mfu", f"model=small {dtype}", "FAIL", one_line(exc))
