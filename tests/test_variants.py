@@ -92,6 +92,7 @@ def test_tune_chooses_the_best_lr_per_variant_and_baseline_pairs_by_seed(lr_swee
     assert rows[1]["train.lr"] == 3e-3 and rows[1]["tuned_over"] == "0.001,0.003,0.01"
     assert rows[1]["replicates"] == "seed=0,1,2" and rows[1]["n_failed"] == 1
     assert rows[1]["val_loss_diff"] == pytest.approx(-1 / 30) and rows[0]["verdict"] == "baseline"
+    assert rows[0]["val_loss_diff"] is None and rows[0]["diff_method"] == ""  # no difference to itself
     assert rows[1]["forward_median_ms_mean"] == pytest.approx(3.0)
 
 

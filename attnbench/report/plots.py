@@ -253,10 +253,10 @@ def training_curves(series: Sequence[Series], path: Path, title: str,
                 mx, my, mlo, mhi = _mean_curve(s.curves, key, smooth=False)
                 if not mx:
                     continue
-                axes[1].plot(mx, my, marker=_marker(i), color=s.color, label=s.name, lw=1.2 if s.in_legend else 0.6,
-                             ms=5 if s.in_legend else 2)
-                if s.in_legend and len(s.curves) > 1:
-                    axes[1].fill_between(mx, mlo, mhi, color=s.color, alpha=0.2, lw=0)
+                yerr = [[m - a for m, a in zip(my, mlo)], [b - m for m, b in zip(my, mhi)]] \
+                    if s.in_legend and len(s.curves) > 1 else None  # few eval points: bars, not a band
+                axes[1].errorbar(mx, my, yerr=yerr, marker=_marker(i), color=s.color, label=s.name,
+                                 lw=1.2 if s.in_legend else 0.6, ms=5 if s.in_legend else 2, capsize=3)
         axes[1].set_xlabel("step")
         axes[1].set_ylabel(", ".join(k.removeprefix("val_") for k in metric_keys))
         axes[1].set_title("validation metric")

@@ -272,15 +272,17 @@ def _compare(comp: Comparison) -> None:
                   and set(reps) == set(base_reps) and v is not base)
         v.diff_method = "" if v is base else "paired" if paired else "welch"
         v.diffs = {}
-        for fig in comp.figures:
+        for fig in ([] if v is base else comp.figures):  # the baseline's own row has no difference
             x = {rep: row[fig] for rep, row in zip(reps, v.rows) if num(row.get(fig))}
             b = {rep: row[fig] for rep, row in zip(base_reps, base.rows) if num(row.get(fig))}
             if not paired:  # Welch needs no keys; keep duplicate replicates as separate values
                 x = {i: row[fig] for i, row in enumerate(v.rows) if num(row.get(fig))}
                 b = {i: row[fig] for i, row in enumerate(base.rows) if num(row.get(fig))}
             v.diffs[fig] = stats.difference(x, b, paired)
-        v.verdict = "baseline" if v is base else stats.verdict(v.diffs[comp.objective], comp.lower_is_better) \
-            if comp.objective in v.diffs else ""
+        if v is base:
+            v.verdict = "baseline"
+        else:
+            v.verdict = stats.verdict(v.diffs[comp.objective], comp.lower_is_better) if comp.objective in v.diffs else ""
 
 
 # ----------------------------------------------------------------------------- variants.csv rows
