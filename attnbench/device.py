@@ -55,10 +55,12 @@ def setup(dev_cfg: Any) -> torch.device:
     if dev_cfg.threads:
         torch.set_num_threads(int(dev_cfg.threads))
     if dev_cfg.compile:
-        import torch._dynamo
+        # `import torch._dynamo` here would make `torch` a local name of this function, and the
+        # set_num_threads call above would then raise UnboundLocalError whenever device.threads is set.
+        import torch._dynamo as dynamo
 
-        torch._dynamo.reset()
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        dynamo.reset()
+        dynamo.config.recompile_limit = max(dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     return resolve_device(dev_cfg)
 
 

@@ -118,3 +118,20 @@ def test_cpu_model_name_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7763 64-Core Processor\n")
     assert cpu_model(info) == "AMD EPYC 7763 64-Core Processor"
     assert cpu_model(tmp_path / "missing")  # falls back to platform's answer, never empty
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+def test_device_setup_with_threads(compile_):
+    """device.threads with or without device.compile: setup() used to raise UnboundLocalError
+    (a function-level `import torch._dynamo` made `torch` local to it)."""
+    import torch
+
+    from attnbench.device import setup
+
+    before = torch.get_num_threads()
+    try:
+        cfg = load_config(["device=cpu", "device.threads=1", f"device.compile={str(compile_).lower()}", "stages=[bench]"])
+        assert setup(cfg.device).type == "cpu"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
