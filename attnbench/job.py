@@ -83,23 +83,25 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
     from . import device as dev
     from .model import build_model
     from .bench.figures import model_figures
+    from .config.spec import resolve_spec
 
     device = dev.setup(cfg.device)
     dtype = dev.resolve_dtype(cfg.device)
     data = None
-    if "train" in cfg.stages:  # the data fixes the vocabulary, so it is loaded before the model is built
+    if "train" in cfg.stages:  # the data fixes the vocabulary, so it is loaded before the spec is resolved
         from .train.data import prepare_data
 
         data = prepare_data(cfg)
-        res["config"]["model"]["vocab_size"] = int(cfg.model.vocab_size)
-    model = build_model(cfg)
+    spec = resolve_spec(cfg, vocab_size=data.vocab_size if data is not None else None)  # once per job
+    res["config"]["model"]["vocab_size"] = spec.vocab_size
+    model = build_model(spec)
     res["env"] = dev.describe(device, dtype)
-    res["model"] = model_figures(cfg, model)
+    res["model"] = model_figures(spec, model)
     write_results(run_dir, res)  # a crash from here on still leaves the config and model figures
     if "bench" in cfg.stages:
         from .bench.suite import run_bench
 
-        res["bench"], env_extra = run_bench(cfg, model, device, dtype)
+        res["bench"], env_extra = run_bench(spec, model, device, dtype)
         res["env"].update(env_extra)
         write_results(run_dir, res)
     if "train" in cfg.stages:

@@ -37,7 +37,7 @@ class Rows:
 
 def train(cfg, run_dir: Path) -> dict:
     data = prepare_data(cfg)
-    model = build_model(cfg)
+    model = build_model(cfg, vocab_size=data.vocab_size)
     torch.manual_seed(int(cfg.seed))
     return run_train(cfg, model, torch.device("cpu"), torch.float32, run_dir, Rows(), data=data)
 

@@ -18,13 +18,15 @@ TINY = ["stages=[]", "device=cpu"]
 
 # (overrides, the exact one-line message). Exact, because these lines are the user interface.
 ERRORS = [
-    pytest.param(["attn=foo"], "attn=foo: unknown option; choose from [gqa, local, mha, mqa]", id="unknown-option"),
+    pytest.param(["attn=foo"], "attn=foo: unknown option; choose from [gqa, local, mha, mla, mqa]", id="unknown-option"),
     pytest.param(["attn.impl=flash3"], "attn.impl=flash3: unknown option; choose from [flex, manual, sdpa, "
                  "sdpa_efficient, sdpa_flash, sdpa_math, torch_mha, wrapper]", id="unknown-kernel"),
     pytest.param(["attn.windw=3"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, window, impl, "
-                 "qkv_bias, dropout]", id="unknown-key"),
+                 "qkv_bias, dropout, softcap, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
+                 "rope_head_dim, v_head_dim, absorb]", id="unknown-key"),
     pytest.param(["+attn.windw=3"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, window, impl, "
-                 "qkv_bias, dropout]", id="unknown-key-appended"),
+                 "qkv_bias, dropout, softcap, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
+                 "rope_head_dim, v_head_dim, absorb]", id="unknown-key-appended"),
     pytest.param(["attn.n_heads=four"], "attn.n_heads: Value 'four' of type 'str' could not be converted to Integer",
                  id="wrong-type"),
     pytest.param(["model.tie_embeddings=maybe"], "model.tie_embeddings: Value 'maybe' is not a valid bool (type str)",
@@ -71,7 +73,7 @@ def test_cuda_where_there_is_none():
 
 def test_sequence_longer_than_context_with_learned_positions():
     msg = ("train.seq_len: length 128 > model.context_length=64 with pos=learned; "
-           "raise model.context_length or use pos=[none, sinusoidal, rope, alibi]")
+           "raise model.context_length or use pos=[alibi, none, rope, sinusoidal]")
     with pytest.raises(ConfigError) as err:
         load_config(["stages=[train]", "pos=learned", "model.context_length=64", "train.seq_len=128"])
     assert str(err.value) == msg
@@ -88,7 +90,7 @@ def result_files(root: Path) -> list[Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,names", [
-    (["attn=foo"], "attn=foo: unknown option; choose from [gqa, local, mha, mqa]"),
+    (["attn=foo"], "attn=foo: unknown option; choose from [gqa, local, mha, mla, mqa]"),
     (["attn=gqa", "attn.n_kv_heads=3"], "attn.n_kv_heads=3"),
     (["pos=rope", "model.d_model=24", "attn.n_heads=8"], "pos=rope"),
     (["-m", "attn=mha,foo"], "attn=foo: unknown option"),  # a sweep is checked before any job starts

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from attnbench.config import ConfigError
+from attnbench.config.spec import resolve_spec
 from attnbench.model import build_model
 from attnbench.train.data import IGNORE, AssociativeRecall, TextData, prepare_data
 
@@ -50,7 +51,7 @@ def test_window_shorter_than_the_key_query_distance_cannot_see_the_context(make_
     data = prepare_data(cfg)
     if window:
         assert cfg.model.n_layers * (window - 1) < data.min_distance(48)
-    model = build_model(cfg).eval()
+    model = build_model(cfg, vocab_size=data.vocab_size).eval()
     x, _ = data.train_batch(0, 4, 48)
     x2 = x.clone()
     x2[:, 1:8:2] = data.n_keys + 1 + (x[:, 1:8:2] - data.n_keys) % data.n_values  # other values
@@ -81,9 +82,14 @@ def test_prepare_data_sets_vocab(make_cfg, tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("hello world, hello attention\n" * 50)
     cfg = make_cfg("stages=[train]", "data=text", f"data.path={f}")
-    assert prepare_data(cfg).vocab_size == cfg.model.vocab_size == len(set(f.read_text()))
+    composed = cfg.model.vocab_size
+    data = prepare_data(cfg)
+    assert data.vocab_size == len(set(f.read_text()))
+    assert cfg.model.vocab_size == composed  # the config is not changed in place: the spec carries the vocabulary
+    spec = resolve_spec(cfg, vocab_size=data.vocab_size)
+    assert spec.vocab_size == spec.cfg.model.vocab_size == build_model(spec).wte.num_embeddings == data.vocab_size
     cfg = make_cfg("stages=[train]", "data=text", f"data.path={f}", "data.tokenizer=byte")
-    assert prepare_data(cfg).vocab_size == cfg.model.vocab_size == 256
+    assert prepare_data(cfg).vocab_size == 256
 
 
 @pytest.mark.parametrize("overrides, key", [

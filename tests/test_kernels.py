@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from attnbench import ConfigError, build_model, load_config, validate
 from attnbench.model.kernels import MaskSpec, get_kernel, manual_attention
 from attnbench.model.position import ALiBi
+from attnbench.config.validate import kernel_requirements
 from attnbench.registry import KERNELS
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -241,8 +242,17 @@ def test_sdpa_efficient_declares_no_gqa():
     """torch 2.13: enable_gqa works only with the flash and math SDPA backends."""
     gqa, mqa, mha = (load_config([*TINY, *LAYOUTS[name]]) for name in ("gqa", "mqa", "mha"))
     eff = get_kernel("sdpa_efficient")
-    assert eff.unsupported(gqa, "cuda", 2) == "needs n_kv_heads = n_heads, so not attn=gqa"
-    assert eff.unsupported(mqa, "cuda", 1) == "needs n_kv_heads = n_heads, so not attn=mqa"
-    assert eff.unsupported(mha, "cuda", 4) is None
+    assert eff.unsupported(kernel_requirements(gqa, "cuda")) == "needs n_kv_heads = n_heads, so not attn=gqa"
+    assert eff.unsupported(kernel_requirements(mqa, "cuda")) == "needs n_kv_heads = n_heads, so not attn=mqa"
+    assert eff.unsupported(kernel_requirements(mha, "cuda")) is None
+    gqa_bf16 = load_config([*TINY, *LAYOUTS["gqa"], "device.dtype=bfloat16"])
     for impl in ("sdpa", "sdpa_flash", "sdpa_math"):
-        assert get_kernel(impl).unsupported(gqa, "cuda", 2) is None, impl
+        assert get_kernel(impl).unsupported(kernel_requirements(gqa_bf16, "cuda")) is None, impl
+
+
+def test_sdpa_flash_rejects_float32_on_cuda():
+    """CUDA's FlashAttention takes only fp16/bf16: a float32 job is rejected up front, not at the first call."""
+    fp32 = load_config([*TINY, *LAYOUTS["mha"]])
+    msg = get_kernel("sdpa_flash").unsupported(kernel_requirements(fp32, "cuda"))
+    assert msg == "runs only in float16/bfloat16 on cuda (set device.dtype=bfloat16)"
+    assert get_kernel("sdpa_flash").unsupported(kernel_requirements(fp32, "cpu")) is None

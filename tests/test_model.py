@@ -244,7 +244,7 @@ def test_model_bias_false_with_a_qkv_bias_is_a_config_error():
 # ----------------------------------------------------------------------------- model.init_std=null (issue 10.8)
 def test_init_std_null_follows_the_width():
     from attnbench.bench.figures import model_figures
-    from attnbench.model.gpt import resolved_init_std
+    from attnbench.config.spec import resolve_init_std as resolved_init_std
 
     tiny = load_config(["stages=[]", "model=tiny"])
     assert tiny.model.init_std is None and resolved_init_std(tiny) == 0.125  # the preset's old 0.125 at d=64

@@ -130,8 +130,9 @@ def test_job_that_raised_becomes_a_recorded_failure(tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     (["attn.n_heads=4,abc"], "attn.n_heads: Value 'abc' of type 'str' could not be converted to Integer"),
     (["attn=mha,gqa", "attn.windw=1,2"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, "
-                                          "window, impl, qkv_bias, dropout]"),
-    (["attn=mha,bogus"], "attn=bogus: unknown option; choose from [gqa, local, mha, mqa]"),
+                                          "window, impl, qkv_bias, dropout, softcap, kv_lora_rank, q_lora_rank, "
+                                          "qk_nope_head_dim, rope_head_dim, v_head_dim, absorb]"),
+    (["attn=mha,bogus"], "attn=bogus: unknown option; choose from [gqa, local, mha, mla, mqa]"),
 ])
 def test_a_malformed_sweep_value_stops_the_sweep_in_one_line(overrides, message):
     from attnbench import ConfigError

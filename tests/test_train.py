@@ -42,7 +42,7 @@ class Recorder:
 def train(cfg, run_dir: Path, sink=None) -> dict:
     """What job.py does for stages=[train], with a sink of our choice."""
     data = prepare_data(cfg)
-    model = build_model(cfg)
+    model = build_model(cfg, vocab_size=data.vocab_size)
     torch.manual_seed(int(cfg.seed))
     return run_train(cfg, model, torch.device("cpu"), torch.float32, run_dir, sink or Recorder(), data=data)
 
@@ -89,7 +89,8 @@ def test_mixed_precision_autocast_trains(make_cfg, tmp_path, dtype):
 
     # pos=rope: learned positions (the default) are not scored past train.seq_len
     cfg = make_cfg(*FAST, f"device.dtype={dtype}", "pos=rope", "train.steps=5", "train.eval_seq_lens=[64]")
-    data, model = prepare_data(cfg), build_model(cfg)
+    data = prepare_data(cfg)
+    model = build_model(cfg, vocab_size=data.vocab_size)
     res = run_train(cfg, model, torch.device("cpu"), resolve_dtype(cfg.device), tmp_path, Recorder(), data=data)
     assert res["status"] == "ok" and math.isfinite(res["val_loss"]) and math.isfinite(res["val_loss_by_len"]["64"])
     assert next(model.parameters()).dtype == torch.float32  # autocast: weights stay fp32

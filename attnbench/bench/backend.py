@@ -51,14 +51,15 @@ def sdpa_fallback(impl: str, device_type: str, gqa: bool, masked: bool, dtype: t
             "comparison, or compare against the sdpa_backend column")
 
 
-def sdpa_fallback_for(cfg: Any, device: torch.device, dtype: torch.dtype) -> Optional[str]:
-    """`sdpa_fallback` for a composed config."""
-    from ..model.layout import resolve_layout
+def sdpa_fallback_for(spec: Any, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """`sdpa_fallback` for a resolved spec (config/spec.py), or a config."""
+    from ..config.spec import as_spec
     from ..registry import POSITIONAL
 
-    masked = cfg.attn.window is not None or POSITIONAL.get(cfg.pos.name).needs_bias
-    gqa = resolve_layout(cfg) != cfg.attn.n_heads
-    return sdpa_fallback(cfg.attn.impl, device.type, gqa, masked, dtype)
+    spec = as_spec(spec)
+    cfg = spec.cfg
+    masked = spec.window is not None or POSITIONAL.get(cfg.pos.name).needs_bias
+    return sdpa_fallback(cfg.attn.impl, device.type, spec.n_kv_heads != spec.n_heads, masked, dtype)
 
 
 class _SDPACalls(TorchFunctionMode):

@@ -8,7 +8,7 @@ from torch import nn
 from .flops import flops_per_token_fwd, flops_per_token_train
 from ..device import DTYPES
 from ..model import kv_cache_bytes_per_token, param_breakdown
-from ..model.gpt import resolved_init_std
+from ..config.spec import as_spec
 
 
 def reference_seq_len(cfg: Any) -> int:
@@ -19,6 +19,9 @@ def reference_seq_len(cfg: Any) -> int:
 
 
 def model_figures(cfg: Any, model: nn.Module) -> dict:
+    """Parameters, FLOPs/token, KV bytes/token and the resolved init std of a spec (or config) and its model."""
+    spec = as_spec(cfg)
+    cfg = spec.cfg
     p = param_breakdown(model)
     T = reference_seq_len(cfg)
     elem = DTYPES[cfg.device.dtype].itemsize  # the KV cache is kept in the compute dtype
@@ -26,9 +29,9 @@ def model_figures(cfg: Any, model: nn.Module) -> dict:
         "params": p["total"],
         "non_embedding_params": p["non_embedding"],
         "params_by_component": {k: v for k, v in p.items() if k not in ("total", "non_embedding")},
-        "flops_per_token_fwd": flops_per_token_fwd(cfg, T),
-        "flops_per_token_train": flops_per_token_train(cfg, T),
+        "flops_per_token_fwd": flops_per_token_fwd(spec, T),
+        "flops_per_token_train": flops_per_token_train(spec, T),
         "flops_seq_len": T,
-        "kv_cache_bytes_per_token": kv_cache_bytes_per_token(cfg, elem),
-        "init_std": resolved_init_std(cfg),  # model.init_std=null resolved to 1/sqrt(d_model)
+        "kv_cache_bytes_per_token": kv_cache_bytes_per_token(spec, elem),
+        "init_std": spec.init_std,  # model.init_std=null resolved to 1/sqrt(d_model)
     }

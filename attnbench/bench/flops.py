@@ -26,10 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..model.layout import resolve_layout
-from ..model.ffn import gated_hidden
-
-GATED = ("swiglu", "geglu")
+from ..config.spec import Spec, as_spec
 
 
 def mean_keys(T: int, causal: bool = True, window: Optional[int] = None) -> float:
@@ -41,14 +38,12 @@ def mean_keys(T: int, causal: bool = True, window: Optional[int] = None) -> floa
     return (window * (window + 1) / 2 + (T - window) * window) / T
 
 
-def ffn_flops_per_token(cfg: Any) -> float:
-    d = cfg.model.d_model
-    if cfg.ffn.name in GATED:
-        return 2 * 3 * d * gated_hidden(d, cfg.ffn.mult, cfg.ffn.multiple_of)
-    return 2 * 2 * d * int(cfg.ffn.mult * d)
+def ffn_flops_per_token(spec: Spec) -> float:
+    """2 · n_matrices · d · hidden: the FFN component says how many matrices and how wide (model/ffn.py)."""
+    return 2 * spec.ffn_matrices * spec.d_model * spec.ffn_hidden
 
 
-def mla_layer_flops(cfg: Any, keys: float, decode: bool = False) -> float:
+def mla_layer_flops(spec: Spec, keys: float, decode: bool = False) -> float:
     """attn=mla, one layer, one query token attending to `keys` keys (model/mla.py), with
     r = kv_lora_rank, rq = q_lora_rank, dn/dr/dv = qk_nope/rope/v head dims:
 
@@ -58,31 +53,31 @@ def mla_layer_flops(cfg: Any, keys: float, decode: bool = False) -> float:
                      all `keys` on a decode step), scores 2·H·(dn+dr)·k̄, AV 2·H·dv·k̄
         absorbed     decode only: q·W_uk 2·H·dn·r, scores 2·H·(r+dr)·k̄, AV 2·H·r·k̄, ·W_uv 2·H·r·dv
         out          2·H·dv·d"""
-    from ..model.mla import MLADims
-
-    x, d = MLADims.from_cfg(cfg), cfg.model.d_model
+    x, d = spec.mla, spec.d_model
     H, r = x.n_heads, x.kv_rank
     query = 2 * d * H * x.qk if x.q_rank is None else 2 * d * x.q_rank + 2 * x.q_rank * H * x.qk
     fixed = query + 2 * d * (r + x.rope) + 2 * H * x.v * d
-    if decode and cfg.attn.absorb:
+    if decode and spec.cfg.attn.absorb:
         return fixed + 2 * H * x.nope * r + 2 * H * r * x.v + 2 * H * (r + x.rope + r) * keys
     expanded = keys if decode else 1
     return fixed + 2 * r * H * (x.nope + x.v) * expanded + 2 * H * (x.qk + x.v) * keys
 
 
-def _flops_per_token(cfg: Any, keys: float, decode: bool = False) -> float:
+def _flops_per_token(spec: Spec, keys: float, decode: bool = False) -> float:
     """Forward FLOPs of one token whose query attends to `keys` keys (on average)."""
-    d, H, L, V = cfg.model.d_model, cfg.attn.n_heads, cfg.model.n_layers, cfg.model.vocab_size
-    if cfg.attn.name == "mla":
-        return L * (mla_layer_flops(cfg, keys, decode) + ffn_flops_per_token(cfg)) + 2 * d * V
-    D, Hkv = d // H, resolve_layout(cfg)
+    d, H, L, V = spec.d_model, spec.n_heads, spec.n_layers, spec.vocab_size
+    if spec.mla is not None:
+        return L * (mla_layer_flops(spec, keys, decode) + ffn_flops_per_token(spec)) + 2 * d * V
+    D, Hkv = spec.head_dim, spec.n_kv_heads
     proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d
     attn = 2 * 2 * H * D * keys
-    return L * (proj + attn + ffn_flops_per_token(cfg)) + 2 * d * V
+    return L * (proj + attn + ffn_flops_per_token(spec)) + 2 * d * V
 
 
 def flops_per_token_fwd(cfg: Any, seq_len: int, causal: bool = True) -> float:
-    return _flops_per_token(cfg, mean_keys(seq_len, causal, cfg.attn.window))
+    """Takes a resolved spec or a config (as every function here)."""
+    spec = as_spec(cfg)
+    return _flops_per_token(spec, mean_keys(seq_len, causal, spec.window))
 
 
 def flops_per_token_train(cfg: Any, seq_len: int) -> float:
@@ -91,6 +86,7 @@ def flops_per_token_train(cfg: Any, seq_len: int) -> float:
 
 def flops_per_token_decode(cfg: Any, prompt_len: int, new_tokens: int) -> float:
     """Average forward FLOPs per generated token, tokens prompt_len .. prompt_len+new_tokens-1."""
-    w = cfg.attn.window
+    spec = as_spec(cfg)
+    w = spec.window
     keys = [p + 1 if w is None else min(p + 1, w) for p in range(prompt_len, prompt_len + new_tokens)]
-    return _flops_per_token(cfg, sum(keys) / max(len(keys), 1), decode=True)
+    return _flops_per_token(spec, sum(keys) / max(len(keys), 1), decode=True)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import device as dev
+from ..config.spec import Spec, as_spec
 from .flops import flops_per_token_decode, flops_per_token_fwd, flops_per_token_train
 from .modes import BENCH_MODES
 
@@ -31,32 +32,32 @@ class Step:
     per_call: int = 1  # the sample is divided by this (decode: per generated token)
 
 
-def _tokens(cfg: Any, B: int, T: int, device: torch.device, seed: int) -> torch.Tensor:
+def _tokens(spec: Spec, B: int, T: int, device: torch.device, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, cfg.model.vocab_size, (B, T), generator=g).to(device)  # (B, T)
+    return torch.randint(0, spec.vocab_size, (B, T), generator=g).to(device)  # (B, T)
 
 
 def make_step(mode: str, cfg: Any, model: nn.Module, B: int, T: int, device: torch.device,
               dtype: torch.dtype) -> Step:
     if mode not in BUILDERS:  # validate() rejects it first; this guards direct callers
         raise ValueError(f"bench mode {mode!r}: choose from {list(BENCH_MODES)}")
-    return BUILDERS[mode](cfg, model, B, T, device, dtype)
+    return BUILDERS[mode](as_spec(cfg), model, B, T, device, dtype)  # a spec, or a config resolved here
 
 
-def _forward(cfg, model, B, T, device, dtype) -> Step:
+def _forward(spec, model, B, T, device, dtype) -> Step:
     model.eval()
-    idx = _tokens(cfg, B, T, device, 1)
+    idx = _tokens(spec, B, T, device, 1)
 
     def fn():
         with torch.inference_mode(), dev.autocast(device, dtype):
             return model(idx)
 
-    return Step(fn, B * T, B * T * flops_per_token_fwd(cfg, T))
+    return Step(fn, B * T, B * T * flops_per_token_fwd(spec, T))
 
 
-def _train_step(cfg, model, B, T, device, dtype) -> Step:
+def _train_step(spec, model, B, T, device, dtype) -> Step:
     model.train()
-    idx, tgt = _tokens(cfg, B, T, device, 2), _tokens(cfg, B, T, device, 3)
+    idx, tgt = _tokens(spec, B, T, device, 2), _tokens(spec, B, T, device, 3)
     # lr only changes the values the step writes, not its cost; the suite restores the weights.
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
 
@@ -73,31 +74,31 @@ def _train_step(cfg, model, B, T, device, dtype) -> Step:
         # d=512, L=2, V=8192).
         opt.zero_grad(set_to_none=True)
 
-    return Step(fn, B * T, B * T * flops_per_token_train(cfg, T))
+    return Step(fn, B * T, B * T * flops_per_token_train(spec, T))
 
 
-def _cache_len(cfg: Any, T: int) -> int:
-    return T + int(cfg.bench.decode_tokens)  # room for the decode that follows a prefill
+def _cache_len(spec: Spec, T: int) -> int:
+    return T + int(spec.cfg.bench.decode_tokens)  # room for the decode that follows a prefill
 
 
-def _prefill(cfg, model, B, T, device, dtype) -> Step:
+def _prefill(spec, model, B, T, device, dtype) -> Step:
     model.eval()
-    idx = _tokens(cfg, B, T, device, 4)
+    idx = _tokens(spec, B, T, device, 4)
 
     def fn():
         with torch.inference_mode(), dev.autocast(device, dtype):
-            cache = model.init_cache(B, _cache_len(cfg, T), device, dtype)
+            cache = model.init_cache(B, _cache_len(spec, T), device, dtype)
             return model(idx, cache)
 
-    return Step(fn, B * T, B * T * flops_per_token_fwd(cfg, T))
+    return Step(fn, B * T, B * T * flops_per_token_fwd(spec, T))
 
 
-def _decode(cfg, model, B, T, device, dtype) -> Step:
+def _decode(spec, model, B, T, device, dtype) -> Step:
     model.eval()
-    n_new = int(cfg.bench.decode_tokens)
-    idx = _tokens(cfg, B, T, device, 5)
+    n_new = int(spec.cfg.bench.decode_tokens)
+    idx = _tokens(spec, B, T, device, 5)
     with torch.inference_mode(), dev.autocast(device, dtype):
-        cache = model.init_cache(B, _cache_len(cfg, T), device, dtype)
+        cache = model.init_cache(B, _cache_len(spec, T), device, dtype)
         first = model(idx, cache)[:, -1:].argmax(-1)  # (B, 1)
 
     def fn():
@@ -108,7 +109,7 @@ def _decode(cfg, model, B, T, device, dtype) -> Step:
                 tok = model(tok, cache)[:, -1:].argmax(-1)  # (B, 1)
         return tok
 
-    return Step(fn, B * n_new, B * n_new * flops_per_token_decode(cfg, T, n_new), per_call=n_new)
+    return Step(fn, B * n_new, B * n_new * flops_per_token_decode(spec, T, n_new), per_call=n_new)
 
 
 # One builder per entry of modes.BENCH_MODES (tests/test_bench.py checks that the two agree).

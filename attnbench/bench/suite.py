@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import device as dev
+from ..config.spec import Spec, as_spec
 from ..registry import KERNELS
 from .backend import BackendProbe, sdpa_fallback_for
 from .memory import cuda_peak, measure_in_worker, resolve_method
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BenchContext:
-    cfg: Any
+    spec: Spec
     runner: nn.Module  # the model, or its torch.compile wrapper
     device: torch.device
     dtype: torch.dtype
@@ -74,13 +75,14 @@ def timed_row(ctx: BenchContext, mode: str, B: int, T: int, step: Step, timing: 
 
 
 def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
-    cfg = ctx.cfg
+    spec = ctx.spec
+    cfg = spec.cfg
     reason = skip_reason(cfg, mode, ctx.device)
     if reason:
         return empty_row(mode, B, T, "skipped", reason)
     step = probe = None
     try:
-        step = make_step(mode, cfg, ctx.runner, B, T, ctx.device, ctx.dtype)
+        step = make_step(mode, spec, ctx.runner, B, T, ctx.device, ctx.dtype)
         probe = backend_probe(cfg, ctx.compiled)
 
         def first() -> None:
@@ -89,7 +91,8 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
 
         timing = time_call(step.fn, ctx.device, int(cfg.bench.warmup), int(cfg.bench.repeats), first=first)
         row = timed_row(ctx, mode, B, T, step, timing)
-        row["sdpa_backend"] = probe.backend if probe else (None if cfg.attn.impl == "flex" else "unknown (compiled)")
+        row["sdpa_backend"] = probe.backend if probe else (None if KERNELS.get(cfg.attn.impl).compiles_itself
+                                                            else "unknown (compiled)")
         if ctx.sdpa_note:
             row["sdpa_note"] = ctx.sdpa_note
         if ctx.memory_method == "cuda":
@@ -110,7 +113,7 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
 def backend_probe(cfg: Any, compiled: bool) -> Optional[BackendProbe]:
     """A probe for the first call, except where its dispatch mode would break torch.compile:
     compiled models, and flex (which compiles its attention even in eager mode)."""
-    return None if compiled or cfg.attn.impl == "flex" else BackendProbe()
+    return None if compiled or KERNELS.get(cfg.attn.impl).compiles_itself else BackendProbe()
 
 
 def merge_worker_memory(row: dict, mem: Optional[dict]) -> None:
@@ -123,14 +126,17 @@ def merge_worker_memory(row: dict, mem: Optional[dict]) -> None:
 
 
 def run_bench(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype) -> tuple[list[dict], dict]:
+    """Every (mode, seq_len) point of `bench`; `cfg` is the job's resolved spec (or a config, resolved here)."""
     t0 = time.perf_counter()
+    spec = as_spec(cfg)
+    cfg = spec.cfg  # the read-only copy: its model.vocab_size is the resolved one (the memory worker rebuilds from it)
     b = cfg.bench
     method = resolve_method(b.memory, device)
     peak, source = peak_flops(b, device, dtype)
     model.to(device)
     points = [(m, int(b.batch_size), int(t)) for m in b.modes for t in b.seq_lens]
-    ctx = BenchContext(cfg, model, device, dtype, peak, method, bool(cfg.device.compile))
-    ctx.sdpa_note = sdpa_fallback_for(cfg, device, dtype)
+    ctx = BenchContext(spec, model, device, dtype, peak, method, bool(cfg.device.compile))
+    ctx.sdpa_note = sdpa_fallback_for(spec, device, dtype)
     if ctx.sdpa_note:
         log.warning("%s", ctx.sdpa_note)
     if method == "subprocess":  # before timing: the worker must not compete with it for cores

@@ -34,9 +34,12 @@ def validate(cfg: DictConfig) -> None:
 
     m, a = cfg.model, cfg.attn
     _check_known_keys(cfg)
+    registered = {"pos": registry.POSITIONAL, "norm": registry.NORMS, "ffn": registry.FFNS}
     for group in AXES:
         name = cfg[group].name
-        opts = group_options(group)
+        # A component registered from outside the package (docs/extending.md) is a valid choice
+        # through `<group>.name=<its name>` even without a conf/<group>/<name>.yaml.
+        opts = sorted(set(group_options(group)) | (set(registered[group].names()) if group in registered else set()))
         if group != "model" and name not in opts:  # model presets may be user-defined
             raise ConfigError(f"{group}={name}: unknown option; choose from [{', '.join(opts)}]")
     for key in ("d_model", "n_layers", "vocab_size", "context_length"):
@@ -51,8 +54,9 @@ def validate(cfg: DictConfig) -> None:
     n_kv = resolve_layout(cfg)
     if a.n_heads % n_kv:
         raise ConfigError(f"attn.n_kv_heads={n_kv}: must divide attn.n_heads={a.n_heads}")
-    if cfg.pos.name == "rope" and a.name != "mla" and (m.d_model // a.n_heads) % 2:  # mla: attn.rope_head_dim
-        raise ConfigError(f"pos=rope: head_dim={m.d_model // a.n_heads} must be even (model.d_model / attn.n_heads)")
+    if registry.POSITIONAL.get(cfg.pos.name).rotates and a.name != "mla" and (m.d_model // a.n_heads) % 2:
+        # (attn=mla rotates only its attn.rope_head_dim channels: checked in model/mla.py)
+        raise ConfigError(f"pos={cfg.pos.name}: head_dim={m.d_model // a.n_heads} must be even (model.d_model / attn.n_heads)")
     _check_ranges(cfg)
     _check_extensions(cfg)
     _choose("norm.placement", cfg.norm.placement, ("pre", "post"))
@@ -71,7 +75,7 @@ def validate(cfg: DictConfig) -> None:
         registry.REGISTRIES[key].get(_axis_name(cfg, key))  # unknown names → ConfigError
     device = resolve_device(cfg.device)
     kernel = registry.KERNELS.get(a.impl)()
-    problem = kernel.unsupported(cfg, device.type, n_kv)
+    problem = kernel.unsupported(kernel_requirements(cfg, device.type))
     if problem:
         raise ConfigError(f"attn.impl={a.impl}: {problem}")
     problem = mla_config_problem(cfg, kernel)  # attn=mla dims, pos and kernel; MLA fields without attn=mla
@@ -107,10 +111,11 @@ def _check_ranges(cfg: DictConfig) -> None:
 def _check_extensions(cfg: DictConfig) -> None:
     """pos.scaling (RoPE context extension), attn.softcap and model.final_softcap."""
     from ..model.position import ROPE_SCALINGS
+    from ..registry import POSITIONAL
 
     p = cfg.pos
     _choose("pos.scaling", p.scaling, ROPE_SCALINGS)
-    if p.scaling != "none" and p.name != "rope":
+    if p.scaling != "none" and not POSITIONAL.get(p.name).rotates:
         raise ConfigError(f"pos.scaling={p.scaling}: only with pos=rope (pos={p.name} has no rotary frequencies)")
     if not p.factor >= 1:
         raise ConfigError(f"pos.factor={p.factor}: must be >= 1 (extended length / pos.original_context)")
@@ -158,11 +163,32 @@ def _axis_name(cfg: DictConfig, key: str) -> str:
     return {"positional": cfg.pos.name, "kernel": cfg.attn.impl, "ffn": cfg.ffn.name, "norm": cfg.norm.name}[key]
 
 
+def kernel_requirements(cfg: DictConfig, device_type: str) -> Any:
+    """What this job asks of its attention kernel (model.kernels.Requirements), from the config."""
+    from ..model.kernels import Requirements
+    from ..model.layout import resolve_layout
+    from ..registry import POSITIONAL
+
+    scheme = POSITIONAL.get(cfg.pos.name)
+    return Requirements(
+        device=device_type,
+        needs_backward="train" in cfg.stages,
+        needs_cache="bench" in cfg.stages and bool({"prefill", "decode"} & set(cfg.bench.modes)),
+        bias=scheme.needs_bias, rotary=scheme.rotates, window=cfg.attn.window is not None,
+        gqa=resolve_layout(cfg) != cfg.attn.n_heads, softcap=cfg.attn.get("softcap") is not None,
+        qk_norm=bool(cfg.norm.get("qk_norm")), dropout=cfg.attn.dropout > 0, dtype=str(cfg.device.dtype),
+        pos=cfg.pos.name, attn=cfg.attn.name,
+    )
+
+
 def _check_lengths(cfg: DictConfig) -> None:
-    """Learned positions cannot go past model.context_length."""
-    if cfg.pos.name != "learned":
+    """A positional scheme with a length limit (learned: model.context_length) cannot go past it."""
+    from ..registry import POSITIONAL
+
+    ctx = POSITIONAL.get(cfg.pos.name).max_length(int(cfg.model.context_length))
+    if ctx is None:
         return
-    ctx = cfg.model.context_length
+    unlimited = [n for n in POSITIONAL.names() if POSITIONAL.get(n).max_length(ctx) is None]
     lens = {"train.seq_len": [cfg.train.seq_len] if "train" in cfg.stages else []}
     if "bench" in cfg.stages:
         extra = cfg.bench.decode_tokens if {"prefill", "decode"} & set(cfg.bench.modes) else 0
@@ -171,8 +197,8 @@ def _check_lengths(cfg: DictConfig) -> None:
         for t in values:
             if t > ctx:
                 raise ConfigError(
-                    f"{key}: length {t} > model.context_length={ctx} with pos=learned; "
-                    "raise model.context_length or use pos=[none, sinusoidal, rope, alibi]"
+                    f"{key}: length {t} > model.context_length={ctx} with pos={cfg.pos.name}; "
+                    f"raise model.context_length or use pos=[{', '.join(unlimited)}]"
                 )
 
 

@@ -1,7 +1,7 @@
 """Model construction from a composed config."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -10,48 +10,52 @@ from . import ffn, kernels, norm, position  # noqa: F401  (importing a component
 from .gpt import GPT
 
 
-def build_model(cfg: Any) -> GPT:
-    """The GPT for a composed (and validated) config, on CPU in fp32.
+def build_model(cfg: Any, vocab_size: Optional[int] = None) -> GPT:
+    """The GPT for a composed (and validated) config, or for a resolved spec, on CPU in fp32.
 
+    `vocab_size` is the data's vocabulary when the data is known (train.data.prepare_data).
     Device placement and dtype belong to the caller (bench / train stages)."""
-    from .layout import resolve_layout
+    from ..config.spec import Spec, resolve_spec  # a config is turned into its spec by config/, never here
 
-    torch.manual_seed(int(cfg.seed))
-    return GPT(cfg, resolve_layout(cfg))
+    spec = cfg if isinstance(cfg, Spec) else resolve_spec(cfg, vocab_size)
+    torch.manual_seed(int(spec.cfg.seed))
+    return GPT(spec)
 
 
 def param_breakdown(model: nn.Module) -> dict[str, int]:
-    """Parameters by component; tied weights are counted once (under embedding)."""
+    """Parameters by component; tied weights are counted once (under embedding).
+
+    A component says which group it belongs to (`param_group`: attention, ffn, norm, embedding,
+    head); a parameter goes to the outermost tagged module it sits in, so q/k norms inside the
+    attention count as attention. Untagged parameters count as head."""
     groups = {"embedding": 0, "attention": 0, "ffn": 0, "norm": 0, "head": 0}
     seen: set[int] = set()
-    for name, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        if name.startswith(("wte", "pos.")):
-            key = "embedding"
-        elif ".attn." in name:
-            key = "attention"
-        elif ".ffn." in name:
-            key = "ffn"
-        elif "norm" in name:
-            key = "norm"
-        else:
-            key = "head"
-        groups[key] += p.numel()
+    for prefix, module in _outermost_tagged(model):
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                groups[module.param_group] += p.numel()
+    groups["head"] += sum(p.numel() for p in model.parameters() if id(p) not in seen)
     groups["total"] = sum(groups.values())
     groups["non_embedding"] = groups["total"] - groups["embedding"]
     return groups
 
 
+def _outermost_tagged(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    tagged: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():  # parents come before their children
+        if hasattr(module, "param_group") and not any(name.startswith(p + ".") for p, _ in tagged):
+            tagged.append((name, module))
+    return tagged
+
+
 def kv_cache_bytes_per_token(cfg: Any, bytes_per_element: int = 4) -> int:
     """2 (k and v) · layers · n_kv_heads · head_dim · bytes per element;
-    attn=mla: layers · (kv_lora_rank + rope_head_dim) · bytes (the latent and the shared RoPE key)."""
-    from .layout import resolve_layout
+    attn=mla: layers · (kv_lora_rank + rope_head_dim) · bytes (the latent and the shared RoPE key).
+    Takes a resolved spec or a config."""
+    from ..config.spec import as_spec
 
-    if cfg.attn.name == "mla":
-        from .mla import kv_bytes_per_token
-
-        return kv_bytes_per_token(cfg, bytes_per_element)
-    head_dim = cfg.model.d_model // cfg.attn.n_heads
-    return 2 * cfg.model.n_layers * resolve_layout(cfg) * head_dim * bytes_per_element
+    spec = as_spec(cfg)
+    if spec.mla is not None:
+        return spec.n_layers * (spec.mla.kv_rank + spec.mla.rope) * bytes_per_element
+    return 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * bytes_per_element

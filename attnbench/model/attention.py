@@ -51,6 +51,10 @@ class KVCache:
 
 
 class CausalSelfAttention(nn.Module):
+    """Projections + head layout + positional hooks + a kernel (the one signature in kernels.py)."""
+
+    param_group = "attention"
+
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, window: Optional[int] = None,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
                  q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None,

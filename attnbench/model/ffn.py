@@ -12,6 +12,7 @@ FFNs never have any (PaLM / LLaMA).
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,10 +30,17 @@ def gated_hidden(d_model: int, mult: float, multiple_of: int) -> int:
 class MLP(nn.Module):
     """Two-layer MLP, with biases unless bias=False (GPT-2): up (d → mult·d), activation, down."""
 
+    n_matrices: ClassVar[int] = 2  # up, down: what the FLOPs counter multiplies by
+    param_group: ClassVar[str] = "ffn"
+
+    @classmethod
+    def hidden_size(cls, d_model: int, mult: float, multiple_of: int) -> int:
+        return int(mult * d_model)
+
     def __init__(self, d_model: int, mult: float = 4.0, multiple_of: int = 64, dropout: float = 0.0,
                  approximate: str = "none", bias: bool = True):
         super().__init__()
-        hidden = int(mult * d_model)
+        hidden = self.hidden_size(d_model, mult, multiple_of)
         self.approximate = approximate
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.down = nn.Linear(hidden, d_model, bias=bias)
@@ -62,10 +70,17 @@ class ReLU2MLP(MLP):
 class GatedFFN(nn.Module):
     """act(x W_gate) ⊙ (x W_up) W_down, no biases (as in PaLM / LLaMA)."""
 
+    n_matrices: ClassVar[int] = 3  # gate, up, down
+    param_group: ClassVar[str] = "ffn"
+
+    @classmethod
+    def hidden_size(cls, d_model: int, mult: float, multiple_of: int) -> int:
+        return gated_hidden(d_model, mult, multiple_of)
+
     def __init__(self, d_model: int, mult: float = 4.0, multiple_of: int = 64, dropout: float = 0.0,
                  approximate: str = "none", bias: bool = True):
         super().__init__()
-        hidden = gated_hidden(d_model, mult, multiple_of)
+        hidden = self.hidden_size(d_model, mult, multiple_of)
         self.approximate = approximate  # GeGLU's GELU; `bias` is accepted but gated FFNs have none
         self.gate = nn.Linear(d_model, hidden, bias=False)
         self.up = nn.Linear(d_model, hidden, bias=False)

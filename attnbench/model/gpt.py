@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor, nn
@@ -17,12 +17,8 @@ from .attention import AttnContext, CausalSelfAttention, KVCache
 from .kernels import MaskSpec, get_kernel
 from . import mla
 
-
-def resolved_init_std(cfg: Any) -> float:
-    """model.init_std, or 1/sqrt(model.d_model) when it is null, so the init follows the width
-    (the value results.json records under model.init_std)."""
-    std = cfg.model.get("init_std")
-    return float(std) if std is not None else 1.0 / math.sqrt(cfg.model.d_model)
+if TYPE_CHECKING:
+    from ..config.spec import Spec
 
 
 class Block(nn.Module):
@@ -42,39 +38,44 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: Any, n_kv_heads: int):
+    """Built from a resolved spec (config/spec.py): sizes come from the spec, plain switches
+    (dropout, eps, biases, kernel) from the spec's read-only config copy."""
+
+    def __init__(self, spec: Spec):
         super().__init__()
-        m, a = cfg.model, cfg.attn
-        self.n_layers, self.n_kv_heads, self.init_std = m.n_layers, n_kv_heads, resolved_init_std(cfg)
-        bias = bool(m.get("bias", True))  # model.bias=false: no bias in any Linear or LayerNorm (nanoGPT)
-        self.head_dim = m.d_model // a.n_heads
+        cfg = spec.cfg
+        m, a, d = cfg.model, cfg.attn, spec.d_model
+        self.n_layers, self.n_kv_heads, self.init_std = spec.n_layers, spec.n_kv_heads, spec.init_std
+        bias = bool(m.bias)  # model.bias=false: no bias in any Linear or LayerNorm (nanoGPT)
+        self.head_dim = spec.head_dim
         self.pre_norm = cfg.norm.placement == "pre"
-        self.wte = nn.Embedding(m.vocab_size, m.d_model)
-        self.pos = POSITIONAL.get(cfg.pos.name).from_config(cfg)
+        self.wte = nn.Embedding(spec.vocab_size, d)
+        self.wte.param_group = "embedding"
+        self.pos = POSITIONAL.get(cfg.pos.name).from_spec(spec)
         self.drop = nn.Dropout(m.dropout)
         norm = partial(NORMS.get(cfg.norm.name), bias=bias)
         ffn = FFNS.get(cfg.ffn.name)
-        qk_norm = cfg.norm.get("qk_norm", False)
+        qk_norm = cfg.norm.qk_norm
         self.blocks = nn.ModuleList(
             Block(
-                mla.build(cfg, get_kernel(a.impl)) if a.name == "mla" else
-                CausalSelfAttention(m.d_model, a.n_heads, n_kv_heads, get_kernel(a.impl), a.window,
+                mla.build(spec, get_kernel(a.impl)) if spec.mla is not None else
+                CausalSelfAttention(d, spec.n_heads, spec.n_kv_heads, get_kernel(a.impl), a.window,
                                     a.qkv_bias, a.dropout, m.dropout,
-                                    q_norm=norm(self.head_dim, cfg.norm.eps) if qk_norm else None,
-                                    k_norm=norm(self.head_dim, cfg.norm.eps) if qk_norm else None,
-                                    softcap=a.get("softcap"), out_bias=bias),
-                ffn(m.d_model, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout,
-                    approximate=cfg.ffn.get("approximate", "none"), bias=bias),
-                norm(m.d_model, cfg.norm.eps), norm(m.d_model, cfg.norm.eps), cfg.norm.placement,
+                                    q_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
+                                    k_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
+                                    softcap=a.softcap, out_bias=bias),
+                ffn(d, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout, approximate=cfg.ffn.approximate, bias=bias),
+                norm(d, cfg.norm.eps), norm(d, cfg.norm.eps), cfg.norm.placement,
             )
-            for _ in range(m.n_layers)
+            for _ in range(spec.n_layers)
         )
         # Post-LN blocks already end in a norm; a final norm is the pre-LN convention.
-        self.norm_f = norm(m.d_model, cfg.norm.eps) if self.pre_norm else nn.Identity()
-        self.lm_head = nn.Linear(m.d_model, m.vocab_size, bias=False)
+        self.norm_f = norm(d, cfg.norm.eps) if self.pre_norm else nn.Identity()
+        self.lm_head = nn.Linear(d, spec.vocab_size, bias=False)
+        self.lm_head.param_group = "head"
         if m.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.final_softcap = m.get("final_softcap")  # Gemma 2 logit soft-capping; None = off
+        self.final_softcap = m.final_softcap  # Gemma 2 logit soft-capping; None = off
         if not bias:  # components that take no bias flag (e.g. attn=mla's projections) lose theirs here
             for module in self.modules():
                 if isinstance(module, (nn.Linear, nn.LayerNorm)) and module.bias is not None:

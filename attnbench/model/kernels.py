@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..registry import KERNELS, POSITIONAL
+from ..registry import KERNELS
 
 ALL_DEVICES = frozenset({"cpu", "cuda", "mps"})
 
@@ -69,33 +69,53 @@ class Kernel:
     supports_qk_norm = True  # can normalise q/k between the projection and the scores
     supports_v_head_dim = True  # v's head dim may differ from q/k's (attn=mla)
     owns_projection = False  # True: the kernel runs the projections itself (nn.MultiheadAttention)
+    compiles_itself = False  # True: the kernel calls torch.compile on its own (flex)
 
-    def unsupported(self, cfg: Any, device_type: str, n_kv_heads: int) -> Optional[str]:
-        """One-line reason this kernel cannot serve the config, or None."""
-        if device_type not in self.devices:
-            return f"not available on {device_type} (runs on {sorted(self.devices)})"
-        if POSITIONAL.get(cfg.pos.name).needs_bias and not self.supports_bias:
-            return f"cannot add an attention bias, so not pos={cfg.pos.name}"
-        if POSITIONAL.get(cfg.pos.name).rotates and not self.supports_rotary:
-            return f"cannot rotate q/k inside its projections, so not pos={cfg.pos.name}"
-        if cfg.attn.window is not None and not self.supports_window:
+    def unsupported(self, req: "Requirements") -> Optional[str]:
+        """One-line reason this kernel cannot serve what a job requires, or None."""
+        if req.device not in self.devices:
+            return f"not available on {req.device} (runs on {sorted(self.devices)})"
+        if req.bias and not self.supports_bias:
+            return f"cannot add an attention bias, so not pos={req.pos}"
+        if req.rotary and not self.supports_rotary:
+            return f"cannot rotate q/k inside its projections, so not pos={req.pos}"
+        if req.window and not self.supports_window:
             return "cannot apply a sliding window (attn.window must be null)"
-        if n_kv_heads != cfg.attn.n_heads and not self.supports_gqa:
-            return f"needs n_kv_heads = n_heads, so not attn={cfg.attn.name}"
-        if cfg.attn.get("softcap") is not None and not self.supports_softcap:
+        if req.gqa and not self.supports_gqa:
+            return f"needs n_kv_heads = n_heads, so not attn={req.attn}"
+        if req.softcap and not self.supports_softcap:
             return "cannot modify attention scores, so no attn.softcap (use attn.impl=manual or flex)"
-        if cfg.norm.get("qk_norm") and not self.supports_qk_norm:
+        if req.qk_norm and not self.supports_qk_norm:
             return "cannot normalise q/k inside its projections, so not norm.qk_norm=true"
-        wants_cache = "bench" in cfg.stages and {"prefill", "decode"} & set(cfg.bench.modes)
-        if wants_cache and not self.supports_cache:
+        if req.needs_cache and not self.supports_cache:
             return "has no KV cache; drop prefill/decode from bench.modes"
         # Only training is rejected: the bench records a `skipped` train_step row instead.
-        if "train" in cfg.stages and device_type not in self.backward_devices:
-            return f"has no backward on {device_type}, so no training; use stages=[bench]"
-        return self._extra_unsupported(cfg, device_type)
+        if req.needs_backward and req.device not in self.backward_devices:
+            return f"has no backward on {req.device}, so no training; use stages=[bench]"
+        return self._extra_unsupported(req)
 
-    def _extra_unsupported(self, cfg: Any, device_type: str) -> Optional[str]:
+    def _extra_unsupported(self, req: "Requirements") -> Optional[str]:
         return None
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a job asks of its attention kernel, in plain terms: kernels never read the config.
+    `pos` and `attn` only name the options in the messages."""
+
+    device: str
+    needs_backward: bool = False  # training
+    needs_cache: bool = False  # prefill / decode benches
+    bias: bool = False  # an additive score bias (ALiBi)
+    rotary: bool = False  # q/k rotated between the projections and the scores (RoPE)
+    window: bool = False
+    gqa: bool = False  # fewer KV heads than query heads
+    softcap: bool = False
+    qk_norm: bool = False
+    dropout: bool = False  # attention dropout > 0
+    dtype: str = "float32"  # device.dtype
+    pos: str = ""
+    attn: str = ""
 
 
 def softcap_scores(scores: Tensor, softcap: Optional[float]) -> Tensor:
@@ -193,10 +213,12 @@ class SDPAFlashKernel(SDPAKernel):
     supports_bias = False
     supports_v_head_dim = False  # "No available kernel" on CPU; CUDA's flash check wants equal q/k/v dims too
 
-    def _extra_unsupported(self, cfg, device_type):
-        if device_type == "cuda" and cfg.attn.window is not None:
+    def _extra_unsupported(self, req):
+        if req.device == "cuda" and req.window:
             return "takes no mask on cuda, so no sliding window (attn.window must be null)"
-        if device_type == "cpu" and cfg.attn.dropout > 0:  # PyTorch's CPU flash kernel has no dropout
+        if req.device == "cuda" and req.dtype == "float32":  # CUDA's flash kernel is fp16/bf16 only
+            return "runs only in float16/bfloat16 on cuda (set device.dtype=bfloat16)"
+        if req.device == "cpu" and req.dropout:  # PyTorch's CPU flash kernel has no dropout
             return "has no attention dropout on cpu (attn.dropout must be 0)"
         return None
 
@@ -268,6 +290,7 @@ class FlexKernel(Kernel):
     `device.compile=true` (eager flex materialises scores and is only a correctness path)."""
 
     name = "flex"
+    compiles_itself = True  # torch.compile on CUDA even in eager mode: no dispatch-mode backend probe
     supports_softcap = True  # in the score_mod
     backward_devices = frozenset({"cuda"})
     devices = frozenset({"cpu", "cuda"})
@@ -277,8 +300,8 @@ class FlexKernel(Kernel):
         self._masks: dict = {}
         self._compiled = None
 
-    def _extra_unsupported(self, cfg, device_type):
-        return "has no attention dropout (attn.dropout must be 0)" if cfg.attn.dropout > 0 else None
+    def _extra_unsupported(self, req):
+        return "has no attention dropout (attn.dropout must be 0)" if req.dropout else None
 
     def _block_mask(self, T: int, S: int, spec: MaskSpec, device):
         from torch.nn.attention.flex_attention import create_block_mask

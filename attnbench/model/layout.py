@@ -1,7 +1,8 @@
 """Head layout: MHA, GQA and MQA differ only in the number of KV heads; MLA has none (one latent)."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from ..errors import ConfigError
 
@@ -28,10 +29,37 @@ def resolve_layout(cfg: Any) -> int:
     return a.n_heads if n_kv is None else n_kv  # gqa
 
 
+@dataclass(frozen=True)
+class MLADims:
+    """Resolved MLA sizes. Defaults (null in the config) follow DeepSeek-V2's ratios with
+    D = d_model / n_heads: qk_nope = v = D, rope = D/2, kv_lora_rank = 4·D, q full rank."""
+
+    n_heads: int
+    kv_rank: int  # attn.kv_lora_rank
+    q_rank: Optional[int]  # attn.q_lora_rank; None = full-rank query projection
+    nope: int  # attn.qk_nope_head_dim
+    rope: int  # attn.rope_head_dim
+    v: int  # attn.v_head_dim
+
+    @property
+    def qk(self) -> int:
+        return self.nope + self.rope
+
+    @classmethod
+    def from_cfg(cfg_cls, cfg: Any) -> "MLADims":
+        a = cfg.attn
+        D = cfg.model.d_model // a.n_heads
+
+        def pick(value: Optional[int], default: int) -> int:
+            return default if value is None else int(value)
+
+        return cfg_cls(n_heads=int(a.n_heads), kv_rank=pick(a.kv_lora_rank, 4 * D),
+                       q_rank=None if a.q_lora_rank is None else int(a.q_lora_rank),
+                       nope=pick(a.qk_nope_head_dim, D), rope=pick(a.rope_head_dim, D // 2), v=pick(a.v_head_dim, D))
+
+
 def rotary_dim(cfg: Any) -> int:
     """Channels per head that RoPE rotates: d_model / n_heads, or attn=mla's decoupled rope_head_dim."""
     if cfg.attn.name == "mla":
-        from .mla import MLADims
-
         return MLADims.from_cfg(cfg).rope
     return cfg.model.d_model // cfg.attn.n_heads

@@ -27,40 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from .kernels import Kernel, MaskSpec
+from .layout import MLADims
 from .position import apply_rotary
 
 # MLA's positional path is its decoupled RoPE key; which `pos` schemes it accepts.
 ACCEPTED_POS = ("rope",)
 MLA_FIELDS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "rope_head_dim", "v_head_dim")
-
-
-@dataclass(frozen=True)
-class MLADims:
-    """Resolved MLA sizes. Defaults (null in the config) follow DeepSeek-V2's ratios with
-    D = d_model / n_heads: qk_nope = v = D, rope = D/2, kv_lora_rank = 4·D, q full rank."""
-
-    n_heads: int
-    kv_rank: int  # attn.kv_lora_rank
-    q_rank: Optional[int]  # attn.q_lora_rank; None = full-rank query projection
-    nope: int  # attn.qk_nope_head_dim
-    rope: int  # attn.rope_head_dim
-    v: int  # attn.v_head_dim
-
-    @property
-    def qk(self) -> int:
-        return self.nope + self.rope
-
-    @classmethod
-    def from_cfg(cfg_cls, cfg: Any) -> "MLADims":
-        a = cfg.attn
-        D = cfg.model.d_model // a.n_heads
-
-        def pick(value: Optional[int], default: int) -> int:
-            return default if value is None else int(value)
-
-        return cfg_cls(n_heads=int(a.n_heads), kv_rank=pick(a.kv_lora_rank, 4 * D),
-                       q_rank=None if a.q_lora_rank is None else int(a.q_lora_rank),
-                       nope=pick(a.qk_nope_head_dim, D), rope=pick(a.rope_head_dim, D // 2), v=pick(a.v_head_dim, D))
 
 
 def config_problem(cfg: Any, kernel: Kernel) -> Optional[str]:
@@ -98,12 +70,6 @@ def config_problem(cfg: Any, kernel: Kernel) -> Optional[str]:
     return None
 
 
-def kv_bytes_per_token(cfg: Any, bytes_per_element: int) -> int:
-    """layers · (kv_lora_rank + rope_head_dim) · bytes: the latent and the shared RoPE key."""
-    dims = MLADims.from_cfg(cfg)
-    return int(cfg.model.n_layers) * (dims.kv_rank + dims.rope) * bytes_per_element
-
-
 class LatentCache:
     """Per layer and token: the normalised latent c and the rotated shared RoPE key, side by
     side in one buffer (L, B, max_len, kv_lora_rank + rope_head_dim), so the absorbed decode
@@ -131,6 +97,8 @@ class LatentCache:
 class MultiHeadLatentAttention(nn.Module):
     """MLA (DeepSeek-V2). Parameter names: q (full rank) or q_down/q_latent_norm/q_up (low rank),
     kv_down (d_model → latent | shared RoPE key), kv_latent_norm, kv_up (latent → per-head k_nope | v), out."""
+
+    param_group = "attention"
 
     def __init__(self, d_model: int, dims: MLADims, kernel: Kernel, eps: float = 1e-5, absorb: bool = False,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
@@ -212,10 +180,10 @@ class MultiHeadLatentAttention(nn.Module):
         return torch.einsum("bhtr,hvr->bhtv", o, w_uv.to(o.dtype))  # (B, H, T, v)
 
 
-def build(cfg: Any, kernel: Kernel) -> MultiHeadLatentAttention:
-    """The MLA module for one layer of a composed config."""
-    a, m = cfg.attn, cfg.model
-    return MultiHeadLatentAttention(m.d_model, MLADims.from_cfg(cfg), kernel, eps=float(cfg.norm.eps),
+def build(spec: Any, kernel: Kernel) -> MultiHeadLatentAttention:
+    """The MLA module for one layer of a resolved spec (config/spec.py)."""
+    a, m = spec.cfg.attn, spec.cfg.model
+    return MultiHeadLatentAttention(spec.d_model, spec.mla, kernel, eps=float(spec.cfg.norm.eps),
                                     absorb=bool(a.absorb), qkv_bias=bool(a.qkv_bias), dropout=float(a.dropout),
                                     resid_dropout=float(m.dropout), softcap=a.softcap,
-                                    out_bias=bool(m.get("bias", True)))  # model.bias, as CausalSelfAttention's out
+                                    out_bias=bool(m.bias))  # model.bias, as CausalSelfAttention's out

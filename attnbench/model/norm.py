@@ -6,14 +6,20 @@ from torch import nn
 from ..registry import NORMS
 
 
+def _tagged(module: nn.Module) -> nn.Module:
+    """torch's own norm modules, tagged for param_breakdown (models/__init__.py) like our components."""
+    module.param_group = "norm"
+    return module
+
+
 @NORMS.register("layernorm")
 def layernorm(d_model: int, eps: float, bias: bool = True) -> nn.Module:
     """LayerNorm (Ba et al. 2016): centre and scale, learned gain and (unless model.bias=false) bias."""
-    return nn.LayerNorm(d_model, eps=eps, bias=bias)
+    return _tagged(nn.LayerNorm(d_model, eps=eps, bias=bias))
 
 
 @NORMS.register("rmsnorm")
 def rmsnorm(d_model: int, eps: float, bias: bool = True) -> nn.Module:
     """RMSNorm (Zhang & Sennrich 2019): scale by the root mean square, learned gain, no bias
     (`bias` is accepted so every norm takes model.bias; RMSNorm never has one)."""
-    return nn.RMSNorm(d_model, eps=eps)
+    return _tagged(nn.RMSNorm(d_model, eps=eps))

@@ -28,10 +28,17 @@ class PositionalScheme(nn.Module):
     def __init__(self, d_model: int, n_heads: int, context_length: int, base: float = 10000.0):
         super().__init__()
 
+    param_group: ClassVar[str] = "embedding"
+
     @classmethod
-    def from_config(cls, cfg: Any) -> "PositionalScheme":
-        """The scheme for a composed config (RoPE reads its pos.scaling fields here)."""
-        return cls(cfg.model.d_model, cfg.attn.n_heads, cfg.model.context_length, base=cfg.pos.base)
+    def max_length(cls, context_length: int) -> Optional[int]:
+        """The longest sequence this scheme can place (None = any): what validation checks lengths against."""
+        return None
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> "PositionalScheme":
+        """The scheme for a resolved spec (RoPE reads its pos.scaling fields here)."""
+        return cls(spec.d_model, spec.n_heads, spec.context_length, base=spec.cfg.pos.base)
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:  # x (B, T, C)
         return x
@@ -55,7 +62,11 @@ class Learned(PositionalScheme):
     def __init__(self, d_model, n_heads, context_length, base=10000.0):
         super().__init__(d_model, n_heads, context_length)
         self.wpe = nn.Embedding(context_length, d_model)
-        self.max_len = context_length
+        self.max_len = self.max_length(context_length)
+
+    @classmethod
+    def max_length(cls, context_length):  # one row per position: nothing past the table
+        return context_length
 
     def embed(self, x, pos):  # the GPT checks pos < max_len before calling (no device sync here)
         return x + self.wpe(pos)  # (B, T, C) + (T, C)
@@ -187,18 +198,16 @@ class RoPE(PositionalScheme):
         self.register_buffer("inv_freq_plain", rope_base_freqs(head_dim, base), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "RoPE":
-        p = cfg.pos
+    def from_spec(cls, spec: Any) -> "RoPE":
+        p = spec.cfg.pos
         scaling = RopeScaling(
             kind=p.scaling, factor=float(p.factor),
-            original_context=int(p.original_context if p.original_context is not None else cfg.model.context_length),
+            original_context=int(p.original_context if p.original_context is not None else spec.context_length),
             low_freq_factor=float(p.low_freq_factor), high_freq_factor=float(p.high_freq_factor),
             beta_fast=float(p.beta_fast), beta_slow=float(p.beta_slow),
         )
-        from .layout import rotary_dim
-
-        return cls(cfg.model.d_model, cfg.attn.n_heads, cfg.model.context_length, base=p.base,
-                   scaling=scaling, train_scaled=bool(p.scaling_in_training), head_dim=rotary_dim(cfg))
+        return cls(spec.d_model, spec.n_heads, spec.context_length, base=p.base,
+                   scaling=scaling, train_scaled=bool(p.scaling_in_training), head_dim=spec.rotary_dim)
 
     def rotary(self, pos):
         plain = self.training and not self.train_scaled

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import ConfigError
+from ..track.wandb_rules import LOGGER_MODES
 from .build import LEGEND_LIMIT, build_report
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -41,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--legend-limit", type=int, default=LEGEND_LIMIT, metavar="K",
                         help=f"beyond K variants the plots label only the best K (default {LEGEND_LIMIT})")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to a W&B report run")
-    parser.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
+    parser.add_argument("--wandb-mode", choices=LOGGER_MODES,
                         help="default: $WANDB_MODE, else offline")
     parser.add_argument("--wandb-project", help="default: the runs' logger.project")
     parser.add_argument("--wandb-entity", help="default: the runs' logger.entity")

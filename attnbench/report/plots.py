@@ -21,12 +21,11 @@ from typing import Optional, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from ..bench.modes import BENCH_MODES, MODE_TITLES
 
 log = logging.getLogger(__name__)
 
 DPI = 120
-MODE_TITLES = {"forward": "forward", "train_step": "train step (fwd + bwd + AdamW)",
-               "prefill": "prefill", "decode": "decode (per new token)"}
 MARKERS = "osD^v<>pPX*h"
 
 
@@ -126,7 +125,7 @@ def _bench_points(bench: list, mode: str, key: str) -> list[dict]:
 
 def _modes(series: Sequence[Series], key: str) -> list[str]:
     seen = {r.get("mode") for s in series for b in s.benches for r in b if _bench_points(b, r.get("mode"), key)}
-    order = list(MODE_TITLES)
+    order = list(BENCH_MODES)
     return sorted(seen, key=lambda m: order.index(m) if m in order else len(order))
 
 

@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from ..report.format import fmt, markdown_table, text_table
 from ..report.runs import Run, collect as collect_runs, differing_overrides, largest_ok
+from ..track.results import FINAL_STATUSES
 
-FINAL_STATUSES = ("ok", "failed", "oom", "diverged", "interrupted")
 COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
            "train_tokens_per_s", "val_loss", "metric_name", "metric", "reused", "error", "all_overrides", "dir",
            "compare_variant")

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 # "unreadable" is never written by a job: the report and the sweep summary give it to a torn results.json.
 RUN_STATUSES = ("ok", "failed", "oom", "diverged", "interrupted", "running", "unreadable")
+# A job that ended (not "running": killed mid-job; not "unreadable": a results.json that could not be read).
+FINAL_STATUSES = tuple(s for s in RUN_STATUSES if s not in ("running", "unreadable"))
 BENCH_STATUSES = ("ok", "oom", "skipped", "failed")
 BENCH_KEYS = ("mode", "batch_size", "seq_len", "status", "median_ms", "p10_ms", "p90_ms", "repeats",
               "tokens_per_s", "peak_mem_bytes", "mfu")

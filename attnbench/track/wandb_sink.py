@@ -83,15 +83,15 @@ def flatten(obj: Any, prefix: str = "", sep: str = ".") -> dict[str, Any]:
 
 def flat_config(cfg: Any) -> dict[str, Any]:
     """The resolved config with dotted keys (run table, parallel coordinates, grouping)."""
-    from ..config.naming import config_hash, variant_name
-    from ..model.layout import resolve_layout
+    from ..config.spec import resolve_spec
 
+    spec = resolve_spec(cfg)  # (the sink opens before the data is loaded: the vocabulary is the config's)
     data = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     data.pop("hydra", None)
     out = flatten(data)
-    out["attn.n_kv_heads_resolved"] = resolve_layout(cfg)  # n_kv_heads is null for MHA: plot this one
-    out["variant"] = variant_name(cfg)
-    out["config_hash"] = config_hash(cfg)
+    out["attn.n_kv_heads_resolved"] = spec.n_kv_heads  # n_kv_heads is null for MHA: plot this one
+    out["variant"] = spec.variant
+    out["config_hash"] = spec.config_hash
     return out
 
 

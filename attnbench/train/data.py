@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import read_write
 from torch import Tensor
 
 from ..errors import ConfigError
@@ -261,10 +260,9 @@ def load_data(cfg: Any) -> LMData:
 
 
 def prepare_data(cfg: Any) -> LMData:
-    """Load the dataset once and make `model.vocab_size` the data's vocabulary size."""
+    """Load the dataset once. Its `vocab_size` is the model's vocabulary: the job resolves the spec
+    with it (config/spec.py), and the config itself is never changed."""
     data = load_data(cfg)
     if cfg.model.vocab_size != data.vocab_size:
         log.info("model.vocab_size %s -> %d (from data=%s)", cfg.model.vocab_size, data.vocab_size, data.name)
-        with read_write(cfg):
-            cfg.model.vocab_size = data.vocab_size
     return data
