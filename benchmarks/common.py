@@ -66,3 +66,16 @@ def summarize(samples: list[float]) -> dict:
 
 def print_table(rows: list[dict], cols: list[str], title: str) -> None:
     print(f"\n{title}\n{table(rows, cols)}", flush=True)
+
+
+def compare_train_steps(cfg, models: dict, B: int, T: int, args: argparse.Namespace) -> tuple[list[dict], float]:
+    """Time attnbench's train_step statement on each model, interleaved; rows (first model first) and the
+    ratio first / second of the medians."""
+    from attnbench.bench.steps import make_step
+
+    cpu = torch.device("cpu")
+    fns = {name: make_step("train_step", cfg, model, B, T, cpu, torch.float32).fn for name, model in models.items()}
+    samples = interleaved(fns, args.rounds, args.repeats, args.warmup)
+    rows = [{"model": m, **summarize(s)} for m, s in samples.items()]
+    return rows, rows[0]["median_ms"] / rows[1]["median_ms"]
+

@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnbench import build_model, load_config
-from attnbench.bench.steps import make_step
 
-from .common import CPU, add_common_args, interleaved, machine, print_table, setup, summarize
+from .common import add_common_args, compare_train_steps, machine, print_table, setup
 
 RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, vocab_size=65)
 
@@ -131,11 +130,7 @@ def main() -> None:
     r = RECIPE
     cfg, ours, nano = twins(r)
     B, T = r["batch_size"], r["block_size"]
-    fns = {name: make_step("train_step", cfg, model, B, T, CPU, torch.float32).fn
-           for name, model in (("attnbench", ours), ("nanoGPT-style", nano))}
-    samples = interleaved(fns, args.rounds, args.repeats, args.warmup)
-    rows = [{"model": m, **summarize(s)} for m, s in samples.items()]
-    ratio = rows[0]["median_ms"] / rows[1]["median_ms"]
+    rows, ratio = compare_train_steps(cfg, {"attnbench": ours, "nanoGPT-style": nano}, B, T, args)
     for row in rows:
         row.update(L=r["n_layer"], H=r["n_head"], d=r["n_embd"], T=T, B=B, V=r["vocab_size"])
     print_table(rows, ["model", "L", "H", "d", "T", "B", "V", "median_ms", "p10_ms", "p90_ms", "n"],

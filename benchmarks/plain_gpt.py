@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnbench import build_model, load_config
-from attnbench.bench.steps import make_step
-from .common import CPU, add_common_args, interleaved, machine, print_table, setup, summarize
+from .common import add_common_args, compare_train_steps, machine, print_table, setup
 
 PRESETS = {  # name: (n_layers, d_model, n_heads, seq_len, batch)
     "tiny": (2, 64, 4, 64, 16),  # conf/model/tiny.yaml at the default training shape
@@ -90,11 +89,7 @@ def twins(L: int, d: int, H: int, T: int):
 
 def run_preset(name: str, L: int, d: int, H: int, T: int, B: int, args) -> dict:
     cfg, ours, plain = twins(L, d, H, T)
-    fns = {m: make_step("train_step", cfg, model, B, T, CPU, torch.float32).fn
-           for m, model in (("attnbench", ours), ("plain", plain))}
-    samples = interleaved(fns, args.rounds, args.repeats, args.warmup)
-    rows = [{"model": m, **summarize(s)} for m, s in samples.items()]
-    ratio = rows[0]["median_ms"] / rows[1]["median_ms"]
+    rows, ratio = compare_train_steps(cfg, {"attnbench": ours, "plain": plain}, B, T, args)
     for r in rows:
         r.update(preset=name, L=L, d=d, T=T, B=B)
     print_table(rows, ["preset", "L", "d", "T", "B", "model", "median_ms", "p10_ms", "p90_ms", "n"],

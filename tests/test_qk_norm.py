@@ -16,12 +16,7 @@ TINY = [*LLAMA_OVERRIDES, "model.d_model=64", "attn.n_heads=4", "model.n_layers=
         "model.context_length=64", "norm.qk_norm=true"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("layout", [[], ["attn=gqa", "attn.n_kv_heads=2"]])

@@ -36,12 +36,7 @@ SCALINGS = {  # attnbench overrides -> HF rope_parameters
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def model_and_hf(overrides: list[str], rope_parameters: dict, untied: bool = False):

@@ -17,12 +17,7 @@ TINY = ["stages=[]", "device=cpu", "model.d_model=32", "attn.n_heads=4", "model.
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def qkv(T: int, S: int, H: int = 4, Hkv: int = 2, D: int = 8, seed: int = 0):
