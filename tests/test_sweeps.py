@@ -468,3 +468,14 @@ def test_slurm_launcher_sends_the_trainers_stop_signal(cli, tmp_path, fake_slurm
     assert done["status"] == "ok" and done["train"]["steps"] == 3
     assert [x["status"] for x in read_csv(sweep / "summary.csv")] == ["interrupted", "ok"]
     assert "train.resume=true" in r.stdout and "hydra/launcher=slurm_gpu" in r.stdout
+
+
+def test_mla_study_matches_kv_bytes_per_token():
+    """Finding 8 compares MLA with GQA and MQA at matched KV cache bytes per token."""
+    from attnbench.model import kv_cache_bytes_per_token
+
+    kv = {}
+    for job in experiment_jobs("mla"):
+        cfg = load_config(["experiment=mla", *job])
+        kv[next(o for o in job if o.startswith("+experiment/mla=")).split("=")[1]] = kv_cache_bytes_per_token(cfg)
+    assert kv["mla_r56"] == kv["gqa"] and kv["mla_r24"] == kv["mqa"] and kv["mha"] == 2 * kv["gqa"] == 4 * kv["mqa"]
