@@ -1,7 +1,7 @@
 """The comparison report over 400 jobs (4 variants x 100 seeds), fabricated from one real job.
 
-    python benchmarks/report_scale.py --source <a job or sweep dir with an ok results.json>
-    python benchmarks/report_scale.py            # runs one tiny real job first (about a minute)
+    python -m benchmarks.report_scale --source <a job or sweep dir with an ok results.json>
+    python -m benchmarks.report_scale            # runs one tiny real job first (about a minute)
 
 Each fabricated job is the real job's results.json and metrics.jsonl with its variant
 (attn.name), seed, losses, throughput and latencies changed by a seeded perturbation, laid

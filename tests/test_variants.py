@@ -12,7 +12,7 @@ import pytest
 from attnbench import report
 from attnbench.errors import ConfigError
 from attnbench.report import stats
-from attnbench.report.variants import group, variant_rows
+from attnbench.report.variants import grid_edge, group, variant_rows
 from attnbench.sweep import main as sweep_main
 from attnbench.sweep.summary import collect as summary_collect
 
@@ -90,10 +90,20 @@ def test_tune_chooses_the_best_lr_per_variant_and_baseline_pairs_by_seed(lr_swee
     assert (mha.verdict, gqa.verdict) == ("baseline", "within noise")
     rows = variant_rows(comp)
     assert rows[1]["train.lr"] == 3e-3 and rows[1]["tuned_over"] == "0.001,0.003,0.01"
+    # mha's best is the lowest lr it tried: flagged; gqa's 3e-3 has 1e-2 (diverged) above it: not flagged
+    assert (rows[0]["tuned_at_edge"], rows[1]["tuned_at_edge"]) == ("lowest", "")
     assert rows[1]["replicates"] == "seed=0,1,2" and rows[1]["n_failed"] == 1
     assert rows[1]["val_loss_diff"] == pytest.approx(-1 / 30) and rows[0]["verdict"] == "baseline"
     assert rows[0]["val_loss_diff"] is None and rows[0]["diff_method"] == ""  # no difference to itself
     assert rows[1]["forward_median_ms_mean"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("value,values,edge", [
+    (1e-3, [1e-3, 3e-3, 1e-2], "lowest"), (1e-2, [1e-3, 3e-3, 1e-2], "highest"), (3e-3, [1e-3, 3e-3, 1e-2], ""),
+    (1e-3, [1e-3], ""), (None, [1e-3, 1e-2], ""), ("adamw", ["adamw", "sgd"], ""),
+])
+def test_grid_edge(value, values, edge):
+    assert grid_edge(value, values) == edge
 
 
 def test_objective_direction_follows_the_metric(lr_sweep):
@@ -150,10 +160,15 @@ def test_ambiguous_baseline(lr_sweep):
 
 def test_cli_tune_and_baseline(lr_sweep, capsys):
     assert report.main([str(lr_sweep), "--tune", "train.lr", "--baseline", "attn=mha"]) == 0
-    assert "13 runs (12 ok, 1 diverged), 2 variants" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "13 runs (12 ok, 1 diverged), 2 variants" in out
     md = (lr_sweep / "report" / "report.md").read_text()
     assert "| variant | n | train.lr (chosen of) | val loss (lower is better) | Δ vs baseline (paired) | verdict |" in md
     assert "| gqa-rope | 3 (+1 not ok) | 0.003 (0.001, 0.003, 0.01) | 2.100 ± 0.657 | -0.033 ± 0.287 | within noise |" in md
+    assert "| mha-rope (baseline) | 3 | 0.001 (0.001, 0.003), lowest tried |" in md
+    note = ("For 1 of 2 variants the chosen train.lr is the lowest or highest value tried: mha-rope (lowest). "
+            "The best value may lie outside the grid")
+    assert f"**Grid edge.** {note}" in md and f"note: {note}" in out
     results = list(csv.DictReader(open(lr_sweep / "report" / "results.csv")))
     assert len(results) == 13 and {r["compare_variant"] for r in results} == {"mha-rope", "gqa-rope"}
     assert sum(r["at_chosen_train.lr"] == "True" for r in results) == 6

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from ..errors import ConfigError
 from ..track.wandb_rules import LOGGER_MODES
 from .build import LEGEND_LIMIT, build_report
+from .variants import edge_note
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnbench.report",
@@ -58,6 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     status = Counter(str(r.res.get("status")) for r in rep.runs)
     print(f"{len(rep.runs)} runs ({', '.join(f'{n} {s}' for s, n in status.items())}), "
           f"{len(rep.comparison.variants)} variants")
+    if args.tune and (note := edge_note(rep.comparison)):
+        print(f"note: {note}")
     for path in [*rep.files.values(), *rep.images.values()]:
         print(f"wrote {path}")
     if args.wandb:

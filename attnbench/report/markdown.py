@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence
 
 from .format import fmt_bytes, fmt_num, fmt_pm, markdown_table, md_cell, num
 from .runs import Run, largest_ok
-from .variants import Comparison, show
+from .variants import Comparison, edge_note, show
 
 TITLES = {"latency": "Latency vs sequence length", "memory": "Peak memory vs sequence length",
           "training": "Training curves", "extrapolation": "Validation loss vs evaluation length",
@@ -100,7 +100,8 @@ def variant_columns(comp: Comparison) -> list[tuple[str, list[str]]]:
     cols.append(("n", [f"{v.n}" + (f" (+{v.n_failed} not ok)" if v.n_failed else "") for v in vs]))
     if comp.tune:
         cols.append((f"{comp.tune} (chosen of)", [f"{show(v.tuned_value) if v.tuned_value is not None else '-'} "
-                                                  f"({', '.join(show(x) for x in v.tuned_over)})" for v in vs]))
+                                                  f"({', '.join(show(x) for x in v.tuned_over)})"
+                                                  + (f", {v.tuned_edge} tried" if v.tuned_edge else "") for v in vs]))
     obj = comp.objective
     has = lambda fig: any(fig in v.stats and v.stats[fig].mean is not None for v in vs)  # noqa: E731
     if has(obj):
@@ -145,7 +146,8 @@ def _explain(comp: Comparison) -> str:
     if comp.baseline is not None:
         out += (f" Δ is variant − baseline (`{comp.baseline.label}`), paired by replicate when both have the same "
                 "replicate values, Welch otherwise; the verdict is `within noise` when its 95% CI contains 0.")
-    return out + " Every figure's n, mean, std and ci95 are in `variants.csv`."
+    out += " Every figure's n, mean, std and ci95 are in `variants.csv`."
+    return out + (f"\n\n**Grid edge.** {note}" if comp.tune and (note := edge_note(comp)) else "")
 
 
 def _env_line(runs: list[Run]) -> str:

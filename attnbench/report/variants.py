@@ -44,6 +44,7 @@ class Variant:
     tuned_value: Any = None
     tuned_over: list = field(default_factory=list)  # every value tried, in order
     tuned_means: dict = field(default_factory=dict)  # value -> stats.Estimate of the objective
+    tuned_edge: str = ""  # "lowest" / "highest" when the chosen value is at an end of a numeric grid
     rows: list = field(default_factory=list)  # csv_row of each ok chosen job
     stats: dict = field(default_factory=dict)  # figure -> stats.Estimate
     diffs: dict = field(default_factory=dict)  # figure -> stats.Difference (with a baseline)
@@ -190,6 +191,29 @@ def _choose(v: Variant, tune: Optional[str], objective: str, lower: bool, run_fl
             best, best_mean = value, est.mean
     v.tuned_value = best if best_mean is not None else None
     v.chosen = [r for r in v.runs if run_flat[id(r)].get(tune) == v.tuned_value] if best_mean is not None else []
+    v.tuned_edge = grid_edge(v.tuned_value, values)
+
+
+def grid_edge(value: Any, values: list) -> str:
+    """'lowest' or 'highest' when value is at an end of a numeric grid of at least two values, else ''.
+
+    A best value on the edge of its grid is not known to be an optimum: the trend may continue
+    past it (the Findings' first scans put most variants' best lr at the grid's top). The report
+    flags it rather than hiding it. A value whose jobs all failed still counts as tried: a
+    diverged higher lr does bracket the optimum."""
+    if value is None or len(values) < 2 or not all(num(x) for x in values):
+        return ""
+    return "lowest" if value == min(values) else "highest" if value == max(values) else ""
+
+
+def edge_note(comp: "Comparison") -> str:
+    """One sentence naming the variants whose chosen tuned value is at the edge of its grid ('' if none)."""
+    at = [v for v in comp.variants if v.tuned_edge]
+    if not at:
+        return ""
+    names = ", ".join(f"{v.label} ({v.tuned_edge})" for v in at)
+    return (f"For {len(at)} of {len(comp.variants)} variants the chosen {comp.tune} is the lowest or highest value "
+            f"tried: {names}. The best value may lie outside the grid; extend it there before trusting those rows.")
 
 
 def _label(variants: list[Variant]) -> list[str]:
@@ -295,6 +319,7 @@ def variant_rows(comp: Comparison) -> list[dict[str, Any]]:
         if comp.tune:
             row[comp.tune] = v.tuned_value
             row["tuned_over"] = ",".join(show(x) for x in v.tuned_over)
+            row["tuned_at_edge"] = v.tuned_edge
             row["tuned_means"] = "; ".join(
                 f"{show(x)}: {e.mean:.6g} (n={e.n})" if e.mean is not None else f"{show(x)}: - (n=0)"
                 for x, e in v.tuned_means.items())
