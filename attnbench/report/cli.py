@@ -59,7 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     status = Counter(str(r.res.get("status")) for r in rep.runs)
     print(f"{len(rep.runs)} runs ({', '.join(f'{n} {s}' for s, n in status.items())}), "
           f"{len(rep.comparison.variants)} variants")
-    if args.tune and (note := edge_note(rep.comparison)):
+    if note := edge_note(rep.comparison):  # empty without --tune
         print(f"note: {note}")
     for path in [*rep.files.values(), *rep.images.values()]:
         print(f"wrote {path}")

@@ -147,7 +147,7 @@ def _explain(comp: Comparison) -> str:
         out += (f" Δ is variant − baseline (`{comp.baseline.label}`), paired by replicate when both have the same "
                 "replicate values, Welch otherwise; the verdict is `within noise` when its 95% CI contains 0.")
     out += " Every figure's n, mean, std and ci95 are in `variants.csv`."
-    return out + (f"\n\n**Grid edge.** {note}" if comp.tune and (note := edge_note(comp)) else "")
+    return out + (f"\n\n**Grid edge.** {note}" if (note := edge_note(comp)) else "")
 
 
 def _env_line(runs: list[Run]) -> str:
