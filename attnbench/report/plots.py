@@ -35,6 +35,7 @@ class Series:
 
     label: str
     color: object = None
+    marker: str = "o"  # set with the colour by assign_colors, from the variant's place in the full list
     benches: list = field(default_factory=list)  # per replicate: results.json "bench" rows
     curves: list = field(default_factory=list)  # per replicate: metrics.jsonl rows
     trains: list = field(default_factory=list)  # per replicate: results.json "train" section
@@ -47,7 +48,10 @@ class Series:
 
 
 def assign_colors(series: Sequence[Series]) -> None:
-    """One colour and marker per variant, the same in every plot; series left out of the legend are grey."""
+    """One colour and marker per variant, the same in every plot; series left out of the legend are grey.
+
+    Both come from the series' place in the full list, never from a plot's own filtered list (a variant
+    that lacks one plot's data must not shift the markers of the others there)."""
     from matplotlib import colormaps
 
     shown = [s for s in series if s.in_legend]
@@ -55,13 +59,10 @@ def assign_colors(series: Sequence[Series]) -> None:
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     for i, s in enumerate(shown):
         s.color = cmap(i % cmap.N) if n <= 20 else colormaps["viridis"](i / max(1, n - 1))
-    for s in series:
+    for i, s in enumerate(series):
+        s.marker = MARKERS[i % len(MARKERS)]
         if not s.in_legend:
             s.color = (0.6, 0.6, 0.6, 0.6)
-
-
-def _marker(i: int) -> str:
-    return MARKERS[i % len(MARKERS)]
 
 
 def _mean_band(values: Sequence[float]) -> tuple[float, Optional[float]]:
@@ -163,11 +164,11 @@ def bench_vs_seq_len(series: Sequence[Series], path: Path, key: str, title: str,
     fig, axes = _new_figure(len(modes))
     scale, unit = (1.0, "ms") if key == "median_ms" else (2.0 ** -20, "MiB")
     for ax, mode in zip(axes, modes):
-        for i, s in enumerate(series):
+        for s in series:
             t, y, lo, hi = _bench_curve(s, mode, key)
             if not t:
                 continue
-            ax.plot(t, [v * scale for v in y], marker=_marker(i), color=s.color, label=s.name,
+            ax.plot(t, [v * scale for v in y], marker=s.marker, color=s.color, label=s.name,
                     lw=1.5 if s.in_legend else 0.8, ms=4 if s.in_legend else 2, zorder=3 if s.in_legend else 2)
             if any(a != b for a, b in zip(lo, hi)) and s.in_legend:
                 ax.fill_between(t, [v * scale for v in lo], [v * scale for v in hi], color=s.color, alpha=0.15, lw=0)
@@ -230,7 +231,7 @@ def training_curves(series: Sequence[Series], path: Path, title: str,
                           if k.startswith("val_") and k != "val_loss"})
     fig, axes = _new_figure(1 + bool(metric_keys))
     ax = axes[0]
-    for i, s in enumerate(series):
+    for s in series:
         x, y, lo, hi = _mean_curve(s.curves, "train_loss", smooth=True)
         lw = 1.5 if s.in_legend else 0.6
         if y:
@@ -240,21 +241,21 @@ def training_curves(series: Sequence[Series], path: Path, title: str,
         vx, vy, vlo, vhi = _mean_curve(s.curves, "val_loss", smooth=False)
         if vx:
             ax.errorbar(vx, vy, yerr=[[m - a for m, a in zip(vy, vlo)], [b - m for m, b in zip(vy, vhi)]],
-                        ls="none", marker=_marker(i), color=s.color, ms=6 if s.in_legend else 3, mec="black",
+                        ls="none", marker=s.marker, color=s.color, ms=6 if s.in_legend else 3, mec="black",
                         mew=0.5, capsize=2, **({} if y else {"label": s.name}))
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
     ax.set_title("train loss (line) and validation loss (markers)")
     ax.grid(True, alpha=0.3)
     if metric_keys:
-        for i, s in enumerate(series):
+        for s in series:
             for key in metric_keys:
                 mx, my, mlo, mhi = _mean_curve(s.curves, key, smooth=False)
                 if not mx:
                     continue
                 yerr = [[m - a for m, a in zip(my, mlo)], [b - m for m, b in zip(my, mhi)]] \
                     if s.in_legend and len(s.curves) > 1 else None  # few eval points: bars, not a band
-                axes[1].errorbar(mx, my, yerr=yerr, marker=_marker(i), color=s.color, label=s.name,
+                axes[1].errorbar(mx, my, yerr=yerr, marker=s.marker, color=s.color, label=s.name,
                                  lw=1.2 if s.in_legend else 0.6, ms=5 if s.in_legend else 2, capsize=3)
         axes[1].set_xlabel("step")
         axes[1].set_ylabel(", ".join(k.removeprefix("val_") for k in metric_keys))
@@ -292,10 +293,10 @@ def val_loss_by_len(series: Sequence[Series], path: Path, title: str,
         return None
     fig, axes = _new_figure(1, width=7.0)
     ax = axes[0]
-    for i, s in enumerate(series):
+    for s in series:
         t, y, ci, na = _by_len(s)
         label = s.name + (f" (n/a at T={', '.join(map(str, na))})" if na and s.in_legend else "")
-        ax.errorbar(t, y, yerr=ci if any(ci) else None, marker=_marker(i), color=s.color, label=label,
+        ax.errorbar(t, y, yerr=ci if any(ci) else None, marker=s.marker, color=s.color, label=label,
                     lw=1.5 if s.in_legend else 0.6, ms=5 if s.in_legend else 2, capsize=3)
     train_lens = {s.train_len for s in series} - {None}
     for t in sorted(train_lens):
@@ -344,7 +345,7 @@ def quality_vs_throughput(series: Sequence[Series], path: Path, title: str,
         if ex or ey:
             ax.errorbar([x], [y], xerr=[ex] if ex else None, yerr=[ey] if ey else None, color=s.color, ls="none",
                         lw=1, capsize=3, zorder=2)
-        ax.scatter([x], [y], color=s.color, marker=_marker(i), s=(70 if on else 40) if s.in_legend else 12,
+        ax.scatter([x], [y], color=s.color, marker=s.marker, s=(70 if on else 40) if s.in_legend else 12,
                    label=s.name, edgecolors="black" if on else "none", linewidths=1.2, zorder=3)
     fx, fy = [pts[i][0] for i in front], [pts[i][1] for i in front]
     ax.plot(fx, fy, color="black", lw=1, ls="--", zorder=2, label="Pareto front")
