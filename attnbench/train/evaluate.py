@@ -17,24 +17,29 @@ SAMPLE_TEMPERATURE = 0.8
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: list[tuple[Tensor, Tensor]], device: torch.device,
              dtype: torch.dtype) -> dict[str, float]:
-    """Mean loss (nats per supervised token) and next-token accuracy over the batches."""
+    """Mean loss (nats per supervised token) and next-token accuracy over the batches.
+
+    Each batch's loss sum is float32 on the device (MPS has no float64); the batches' sums are
+    added in float64 on the CPU (Python floats), so many batches lose no precision. One
+    device-to-host copy at the end, not one per batch."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    count = torch.zeros((), device=device, dtype=torch.long)
+    sums, corrects, counts = [], [], []
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
             logits = model(x)  # (B, T, V)
         logits = logits.float()
-        loss_sum += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+        sums.append(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum"))
         mask = y != IGNORE
-        correct += (logits.argmax(-1) == y)[mask].sum()
-        count += mask.sum()
+        corrects.append((logits.argmax(-1) == y)[mask].sum())
+        counts.append(mask.sum())
     model.train(was_training)
-    n = max(1, int(count))
-    return {"loss": float(loss_sum) / n, "acc": int(correct) / n}
+    if not sums:
+        return {"loss": 0.0, "acc": 0.0}
+    loss_sum = math.fsum(torch.stack(sums).cpu().tolist())  # float32 per batch -> float64 on the CPU
+    n = max(1, int(torch.stack(counts).sum()))
+    return {"loss": loss_sum / n, "acc": int(torch.stack(corrects).sum()) / n}
 
 
 def metric_of(data: LMData, ev: dict[str, float]) -> float:
