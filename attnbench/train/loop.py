@@ -32,6 +32,10 @@ from .schedule import build_optimizer, lr_at
 log = logging.getLogger(__name__)
 
 LOSS_WINDOW = 10  # train_loss in the result = mean of the last LOSS_WINDOW steps
+# The first steps of each process are warm-up, left out of tokens_per_s: step 0 holds torch.compile's
+# compilation (29 s of a 100-step CPU run, a 14.7x underestimate, issue 21), and on a GPU the first steps
+# also pay CUDA context, allocator and autotuning costs. Three steps cover a recompilation at step 1.
+TIMING_WARMUP_STEPS = 3
 
 
 @dataclass
@@ -40,7 +44,11 @@ class Progress:
 
     step: int = 0
     tokens: int = 0
-    train_s: float = 0.0
+    train_s: float = 0.0  # every step, warm-up included
+    warmup_s: float = 0.0  # the warm-up steps of every process (a resumed run compiles again)
+    warmup_steps: int = 0
+    timed_s: float = 0.0  # the steps after the warm-up: the steady state tokens_per_s is computed on
+    timed_steps: int = 0
     recent: list = field(default_factory=list)  # the last LOSS_WINDOW train losses
     last_val: Optional[dict] = None  # {"step", "loss", "acc"} of the latest evaluation
 
@@ -119,12 +127,17 @@ class Trainer:
         bar = tqdm(total=int(tc.steps), initial=p.step, unit="step", dynamic_ncols=True,
                    disable=not sys.stderr.isatty())
         tokens_per_step = int(tc.batch_size) * int(tc.seq_len)
+        first = p.step
         try:
             for step in range(p.step, int(tc.steps)):
                 t0 = time.perf_counter()
                 loss, gnorm, lr = self.train_step(step)
                 dt = time.perf_counter() - t0
                 p.step, p.tokens, p.train_s = step + 1, p.tokens + tokens_per_step, p.train_s + dt
+                if step - first < TIMING_WARMUP_STEPS:
+                    p.warmup_s, p.warmup_steps = p.warmup_s + dt, p.warmup_steps + 1
+                else:
+                    p.timed_s, p.timed_steps = p.timed_s + dt, p.timed_steps + 1
                 if not math.isfinite(loss):
                     return "diverged", f"train loss is {loss} at step {p.step} (train.lr={tc.lr})", p.step
                 p.recent = (p.recent + [loss])[-LOSS_WINDOW:]
@@ -180,9 +193,22 @@ def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
             res["checkpoint"] = str(checkpoint_path(trainer.run_dir))
     p = trainer.prog
     res.update(steps=p.step, tokens=p.tokens, train_s=p.train_s, wall_s=time.perf_counter() - t_start,
-               tokens_per_s=p.tokens / p.train_s if p.train_s > 0 else None,
-               train_loss=sum(p.recent) / len(p.recent) if p.recent else None)
+               train_loss=sum(p.recent) / len(p.recent) if p.recent else None, **throughput(p, tc))
     return res
+
+
+def throughput(p: Progress, tc: Any) -> dict:
+    """tokens_per_s over the steps after the warm-up (steady state), with the warm-up's time and the
+    number of steps timed. A run too short to have steps after its warm-up falls back to every step
+    and says so (`tokens_per_s_includes_warmup`)."""
+    tokens_per_step = int(tc.batch_size) * int(tc.seq_len)
+    steady = p.timed_steps > 0 and p.timed_s > 0
+    if steady:
+        tps = p.timed_steps * tokens_per_step / p.timed_s
+    else:
+        tps = p.tokens / p.train_s if p.train_s > 0 else None
+    return {"tokens_per_s": tps, "tokens_per_s_includes_warmup": not steady, "warmup_s": p.warmup_s,
+            "warmup_steps": p.warmup_steps, "timed_steps": p.timed_steps, "timed_s": p.timed_s}
 
 
 def _quality(tr: Trainer, status: str) -> dict:
