@@ -10,7 +10,8 @@ from . import plots
 from .markdown import figure_name, write_markdown
 from .runs import collect, name_runs, shorten
 from .tables import bench_rows, csv_row, write_csv
-from .variants import DEFAULT_REPLICATES, Comparison, group, run_variant, variant_rows
+from .heldout import HELD_OUT, confirm_commands
+from .variants import DEFAULT_REPLICATES, Comparison, group, reported_runs, run_variant, show, variant_rows
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class Report:
     comparison: Optional[Comparison] = None
     legends: dict = field(default_factory=dict)  # PNG name -> number of legend entries
     legend_note: str = ""
+    confirm: list = field(default_factory=list)  # commands that run the held-out confirmation jobs (--tune)
 
 
 def _ranked(comp: Comparison) -> list:
@@ -92,20 +94,25 @@ def build_report(paths: Sequence[Path], out: Optional[Path] = None, replicates: 
     comp = group(runs, replicates=replicates, tune=tune, objective=objective, baseline=baseline)
     out = Path(out) if out is not None else paths[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    of = run_variant(comp)
+    of, reported = run_variant(comp), reported_runs(comp)
+    held = {id(r) for v in comp.variants if v.selection == HELD_OUT for r in v.chosen}
     rows = []
     for r in runs:
         label, chosen = of[id(r)]
-        rows.append({**csv_row(r), "compare_variant": label, **({"at_chosen_" + comp.tune: chosen} if tune else {})})
+        extra = {"at_chosen_" + comp.tune: chosen, "reported": id(r) in reported, "held_out": id(r) in held} \
+            if tune else {}
+        rows.append({**csv_row(r), "compare_variant": label, **extra})
     files = {"results.csv": write_csv(out / "results.csv", rows),
              "variants.csv": write_csv(out / "variants.csv", variant_rows(comp))}
     if brows := bench_rows(runs):
         files["bench.csv"] = write_csv(out / "bench.csv", brows)
     legends: dict = {}
     images, note = make_plots(comp, out, legend_limit, legends)
-    files["report.md"] = write_markdown(out / "report.md", runs, paths, images, comp, note)
+    confirm = confirm_commands(comp, paths, show) if tune else []
+    files["report.md"] = write_markdown(out / "report.md", runs, paths, images, comp, note, confirm)
     log.info("report: %d runs, %d variants -> %s", len(runs), len(comp.variants), out)
-    return Report(runs=runs, files=files, images=images, comparison=comp, legends=legends, legend_note=note)
+    return Report(runs=runs, files=files, images=images, comparison=comp, legends=legends, legend_note=note,
+                  confirm=confirm)
 
 
 __all__ = ["LEGEND_LIMIT", "PLOTS", "Report", "build_report", "make_plots"]

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from ..errors import ConfigError
 from ..track.wandb_rules import LOGGER_MODES
 from .build import LEGEND_LIMIT, build_report
+from .heldout import confirm_note
 from .variants import edge_note
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -33,8 +34,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--replicates", nargs="+", default=["seed"], metavar="KEY",
                         help="config keys whose values are replicates of one variant (default: seed)")
     parser.add_argument("--tune", metavar="KEY",
-                        help="config key tuned per variant (e.g. train.lr): each variant is reported at the value "
-                             "whose replicates have the best mean objective")
+                        help="config key tuned per variant (e.g. train.lr): each variant's value is chosen on the "
+                             "replicates present at every value (best mean objective) and reported on held-out "
+                             "replicates present only at that value; without them, on the same runs (flagged), "
+                             "and the report prints the commands that run the held-out jobs")
     parser.add_argument("--objective", metavar="FIGURE",
                         help="results.csv figure that --tune and the verdict use (default: val_loss, lower is "
                              "better; `metric` follows metric_name: recall_acc higher, bpc lower)")
@@ -61,6 +64,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{len(rep.comparison.variants)} variants")
     if note := edge_note(rep.comparison):  # empty without --tune
         print(f"note: {note}")
+    if note := confirm_note(rep.comparison):
+        print(f"note: {note}")
+        print("confirmation runs:\n" + "\n".join(f"  {c}" for c in rep.confirm))
     for path in [*rep.files.values(), *rep.images.values()]:
         print(f"wrote {path}")
     if args.wandb:

@@ -8,6 +8,7 @@ from typing import Callable, Optional, Sequence
 
 from .format import fmt_bytes, fmt_num, fmt_pm, markdown_table, md_cell, num
 from .runs import Run, largest_ok
+from .heldout import confirm_note, describe
 from .variants import Comparison, edge_note, show
 
 TITLES = {"latency": "Latency vs sequence length", "memory": "Peak memory vs sequence length",
@@ -112,6 +113,8 @@ def variant_columns(comp: Comparison) -> list[tuple[str, list[str]]]:
                          ["-" if v.is_baseline or obj not in v.diffs else fmt_pm(v.diffs[obj].diff, v.diffs[obj].ci95)
                           for v in vs]))
             cols.append(("verdict", [v.verdict or "- (n < 2)" for v in vs]))
+    if comp.tune:
+        cols.append(("reported on", [describe(v.selection) for v in vs]))
     for fig in ("val_loss", "metric", "train_tokens_per_s", "forward_median_ms", "train_step_median_ms"):
         if fig != obj and has(fig):
             cells = [fmt_pm(v.stats[fig].mean, v.stats[fig].ci95) if fig in v.stats else "-" for v in vs]
@@ -140,14 +143,19 @@ def _explain(comp: Comparison) -> str:
            "Cells are mean ± half-width of the 95% confidence interval of the mean (Student t, n-1 degrees "
            "of freedom; just the mean when n = 1) over the variant's ok jobs")
     if comp.tune:
-        out += (f" at the chosen `{comp.tune}`: the value tried whose jobs have the best mean "
-                f"{figure_name(comp.objective, comp)}")
+        out += (f" at the chosen `{comp.tune}`: the value tried whose tuning jobs (the replicates present at every "
+                f"value tried) have the best mean {figure_name(comp.objective, comp)}. *Reported on*: "
+                "`held-out runs` are the jobs at the chosen value whose replicates no other value has (confirmation "
+                "runs the choice never saw), and the row's figures come from them alone; `same runs (optimistic)` "
+                "means the figures come from the jobs the value was chosen on, so the mean is biased in the "
+                "variant's favour and the CI does not cover that; `one value` means nothing was chosen")
     out += ". Jobs that are not ok are left out and counted after n."
     if comp.baseline is not None:
         out += (f" Δ is variant − baseline (`{comp.baseline.label}`), paired by replicate when both have the same "
                 "replicate values, Welch otherwise; the verdict is `within noise` when its 95% CI contains 0.")
     out += " Every figure's n, mean, std and ci95 are in `variants.csv`."
-    return out + (f"\n\n**Grid edge.** {note}" if (note := edge_note(comp)) else "")
+    out += f"\n\n**Grid edge.** {note}" if (note := edge_note(comp)) else ""
+    return out + (f"\n\n**Selected and reported on the same runs.** {note}" if (note := confirm_note(comp)) else "")
 
 
 def _env_line(runs: list[Run]) -> str:
@@ -157,7 +165,7 @@ def _env_line(runs: list[Run]) -> str:
 
 
 def write_markdown(path: Path, runs: list[Run], sources: Sequence[Path], images: dict[str, Path],
-                   comp: Optional[Comparison] = None, legend_note: str = "") -> Path:
+                   comp: Optional[Comparison] = None, legend_note: str = "", confirm: Sequence[str] = ()) -> Path:
     status = Counter(str(r.res.get("status")) for r in runs)
     out = ["# attnbench report", "",
            f"{len(runs)} runs from {', '.join(f'`{s}`' for s in sources)} "
@@ -165,6 +173,11 @@ def write_markdown(path: Path, runs: list[Run], sources: Sequence[Path], images:
            f"Measured on: {_env_line(runs)}.", ""]
     if comp is not None:
         out += [f"## Variants ({len(comp.variants)})", "", variant_table(comp), "", _explain(comp), ""]
+    if confirm:
+        out += ["## Confirmation runs", "",
+                "Each variant reported on its tuning runs, at its chosen value with fresh replicates, then the "
+                "report over the tuning sweep and the confirmation folder together:", "",
+                "```bash", *confirm, "```", ""]
     out += ["## Jobs", ""]
     if len(runs) <= MAX_JOB_ROWS:
         out += [job_table(runs), "",

@@ -3,10 +3,13 @@
 A *variant* is a job's resolved config (results.json "config", flattened to dotted keys,
 bookkeeping keys left out) minus its *replicate* keys (default `seed`) and its *tuned*
 key (`--tune train.lr`). Per variant:
-- with a tuned key, the value whose ok replicates have the best mean objective is chosen,
-  and the variant is reported at that value (ties: the first value tried);
+- with a tuned key, the value is chosen on the *tuning replicates* (those present at every
+  value of the variant's grid): the best mean objective over them (ties: the first value
+  tried); the variant is reported on its *held-out* jobs at that value (replicates the
+  choice never saw), or, without any, on the tuning jobs there, flagged `same_runs
+  (optimistic)` (heldout.py has the rule and writes the confirmation commands);
 - every numeric figure of results.csv gets n, mean, sample std and the 95% CI half-width
-  of the mean (stats.mean_ci) over the ok jobs at the chosen value;
+  of the mean (stats.mean_ci) over the ok jobs it is reported on;
 - against a baseline variant, each figure gets the difference and its 95% CI: paired by
   replicate when both variants have the same replicate values (same seed, same data
   order), Welch otherwise; the objective gets a verdict.
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError
-from . import stats
+from . import heldout, stats
 from .format import num
 from .runs import Run, differing, flat_config, parse_overrides, shorten
 from .tables import csv_row
@@ -37,13 +40,18 @@ class Variant:
     config: dict  # flat config minus replicate and tuned keys
     name: str  # results.json "variant" (config.naming.variant_name)
     runs: list = field(default_factory=list)  # every job of the variant, at every tuned value
-    chosen: list = field(default_factory=list)  # the jobs at the chosen tuned value (all jobs without a tuned key)
+    chosen: list = field(default_factory=list)  # the jobs it is reported on: held-out ones at the chosen value,
+    # else every job there (all jobs without a tuned key)
+    at_value: list = field(default_factory=list)  # every job at the chosen tuned value
+    selection: str = ""  # heldout.HELD_OUT / SAME_RUNS / ONE_VALUE with a tuned key, else ""
+    tuning_reps: list = field(default_factory=list)  # the replicates the value was chosen on
+    all_reps: list = field(default_factory=list)  # the replicate of every job of the variant
     label: str = ""  # unique name in tables
     short: str = ""  # legend name
     distinct: str = ""  # the config keys that differ between variants ("attn.name=gqa")
     tuned_value: Any = None
     tuned_over: list = field(default_factory=list)  # every value tried, in order
-    tuned_means: dict = field(default_factory=dict)  # value -> stats.Estimate of the objective
+    tuned_means: dict = field(default_factory=dict)  # value -> stats.Estimate of the objective (tuning replicates)
     tuned_edge: str = ""  # "lowest" / "highest" when the chosen value is at an end of a numeric grid
     rows: list = field(default_factory=list)  # csv_row of each ok chosen job
     stats: dict = field(default_factory=dict)  # figure -> stats.Estimate
@@ -75,6 +83,7 @@ class Comparison:
     replicates: tuple
     tune: Optional[str] = None
     baseline: Optional[Variant] = None
+    baseline_spec: list = field(default_factory=list)  # --baseline as given (for the confirmation report command)
     varying: list = field(default_factory=list)  # config keys whose values differ between variants
 
 
@@ -163,34 +172,53 @@ def group(runs: Sequence[Run], replicates: Sequence[str] = DEFAULT_REPLICATES, t
     variants = list(by_key.values())
 
     for v in variants:
-        _choose(v, tune, objective, lower, run_flat)
+        v.all_reps = [replicate_of(r, run_flat[id(r)], replicates) for r in v.runs]
+        _choose(v, tune, objective, lower, run_flat, replicates)
         v.rows = [csv_row(r) for r in v.ok_runs]
         v.reps = [replicate_of(r, run_flat[id(r)], replicates) for r in v.ok_runs]
         v.stats = {fig: stats.mean_ci([row[fig] for row in v.rows if num(row.get(fig))]) for fig in figures}
     varying = _label(variants)
     comp = Comparison(variants=variants, objective=objective, lower_is_better=lower, figures=figures,
-                      replicates=replicates, tune=tune, varying=varying)
+                      replicates=replicates, tune=tune, varying=varying, baseline_spec=list(baseline or []))
     if baseline:
         comp.baseline = find_baseline(variants, baseline, tune)
         _compare(comp)
     return comp
 
 
-def _choose(v: Variant, tune: Optional[str], objective: str, lower: bool, run_flat: dict) -> None:
+def _choose(v: Variant, tune: Optional[str], objective: str, lower: bool, run_flat: dict,
+            replicates: Sequence[str]) -> None:
     if not tune:
-        v.chosen = list(v.runs)
+        v.chosen = v.at_value = list(v.runs)
         return
     values = _sort_values(list(dict.fromkeys(run_flat[id(r)].get(tune) for r in v.runs)))
     v.tuned_over = values
+    rep = {id(r): x for r, x in zip(v.runs, v.all_reps)}
+    at = {i: [r for r in v.runs if run_flat[id(r)].get(tune) == value] for i, value in enumerate(values)}
+    tuning = heldout.tuning_replicates([[rep[id(r)] for r in at[i]] for i in range(len(values))])
+    if not tuning:  # the values share no replicate: choose on every job, as nothing is held out
+        tuning = set(v.all_reps)
+    v.tuning_reps = sorted(tuning, key=lambda t: json.dumps(t, default=str))
     best, best_mean = None, None
-    for value in values:
-        at = [r for r in v.runs if run_flat[id(r)].get(tune) == value]
-        est = stats.mean_ci([x for r in at if r.ok and num(x := csv_row(r).get(objective))])
+    for i, value in enumerate(values):
+        est = stats.mean_ci([x for r in at[i] if r.ok and rep[id(r)] in tuning
+                             and num(x := csv_row(r).get(objective))])
         v.tuned_means[value] = est
         if est.mean is not None and (best_mean is None or (est.mean < best_mean if lower else est.mean > best_mean)):
-            best, best_mean = value, est.mean
-    v.tuned_value = best if best_mean is not None else None
-    v.chosen = [r for r in v.runs if run_flat[id(r)].get(tune) == v.tuned_value] if best_mean is not None else []
+            best, best_mean = i, est.mean
+    if best is None:
+        v.tuned_value, v.chosen, v.at_value = None, [], []
+    else:
+        v.tuned_value, v.at_value = values[best], at[best]
+        # held out: replicates present only at the chosen value (a seed also run at another value is
+        # neither: the choice did not use it, but it is not a confirmation run either)
+        where = {}
+        for i in at:
+            for r in at[i]:
+                where.setdefault(rep[id(r)], set()).add(i)
+        held = [r for r in v.at_value if rep[id(r)] not in tuning and where[rep[id(r)]] == {best}]
+        v.chosen = held or list(v.at_value)
+        v.selection = heldout.selection_of(len(values), held)
     v.tuned_edge = grid_edge(v.tuned_value, values)
 
 
@@ -320,13 +348,12 @@ def variant_rows(comp: Comparison) -> list[dict[str, Any]]:
             row[comp.tune] = v.tuned_value
             row["tuned_over"] = ",".join(show(x) for x in v.tuned_over)
             row["tuned_at_edge"] = v.tuned_edge
+            row["selection"] = v.selection
+            row["tuning_replicates"] = _reps_text(v.tuning_reps)
             row["tuned_means"] = "; ".join(
                 f"{show(x)}: {e.mean:.6g} (n={e.n})" if e.mean is not None else f"{show(x)}: - (n=0)"
                 for x, e in v.tuned_means.items())
-        keys = dict.fromkeys(k for rep in v.reps for k, _ in rep)
-        row["replicates"] = " ".join(
-            f"{k}=" + ",".join(show(x) for x in _sort_values(list(dict.fromkeys(dict(rep).get(k) for rep in v.reps))))
-            for k in keys)
+        row["replicates"] = _reps_text(v.reps)
         if comp.baseline is not None:
             row["diff_method"] = v.diff_method
             row["verdict"] = v.verdict
@@ -341,11 +368,24 @@ def variant_rows(comp: Comparison) -> list[dict[str, Any]]:
     return out
 
 
+def _reps_text(reps: Sequence[tuple]) -> str:
+    """'seed=0,1,2' for a list of replicates ((key, value), ...)."""
+    keys = dict.fromkeys(k for rep in reps for k, _ in rep)
+    return " ".join(f"{k}=" + ",".join(show(x) for x in _sort_values(list(dict.fromkeys(dict(rep).get(k)
+                                                                                    for rep in reps))))
+                    for k in keys)
+
+
 def run_variant(comp: Comparison) -> dict[int, tuple[str, bool]]:
     """id(run) -> (variant label, whether the run is at the chosen tuned value)."""
     out = {}
     for v in comp.variants:
-        chosen = {id(r) for r in v.chosen}
+        at = {id(r) for r in v.at_value}
         for r in v.runs:
-            out[id(r)] = (v.label, id(r) in chosen)
+            out[id(r)] = (v.label, id(r) in at)
     return out
+
+
+def reported_runs(comp: Comparison) -> set[int]:
+    """id(run) of every job whose figures a variant reports (held-out jobs where there are any)."""
+    return {id(r) for v in comp.variants for r in v.chosen}
