@@ -23,6 +23,7 @@ def new_results(cfg: Any) -> dict:
     return {
         "schema": SCHEMA_VERSION, "status": "running", "error": None,
         "variant": variant_name(cfg), "config_hash": config_hash(cfg),
+        "launch_id": cfg.get("launch_id"),  # the launch that wrote this result (track/launch.py)
         "config": OmegaConf.to_container(cfg, resolve=True),
         "env": {}, "model": {}, "bench": [],
     }

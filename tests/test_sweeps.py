@@ -26,6 +26,7 @@ from attnbench import load_config
 from attnbench.config import conf_dir, config_hash, group_options
 from attnbench.sweep import SweepCallback, main, resume_command
 from attnbench.sweep.summary import collect, write_summary
+from attnbench.track.launch import write_job_launch, write_sweep_launch
 
 TINY = ["stages=[]", "logger=none", "device=cpu"]
 EXPERIMENTS = group_options("experiment")
@@ -53,8 +54,9 @@ def fake_job(sweep: Path, num: int, res: dict | None, overrides: list[str]) -> P
 def test_summary_rows_figures_and_statuses(tmp_path):
     sweep = tmp_path / "sweep"
     stale = fake_job(sweep, 7, {"status": "ok", "variant": "old"}, ["attn=mha"])  # an earlier sweep's job
-    os.utime(stale / ".hydra" / "overrides.yaml", (time.time() - 100,) * 2)
+    write_job_launch(stale, "earlier")
     (sweep / "multirun.yaml").write_text("{}\n")
+    write_sweep_launch(sweep, "latest")
     bench = [{"mode": "forward", "seq_len": 64, "status": "ok", "median_ms": 1.0},
              {"mode": "forward", "seq_len": 128, "status": "ok", "median_ms": 2.5},
              {"mode": "forward", "seq_len": 256, "status": "oom", "median_ms": None},
@@ -65,7 +67,7 @@ def test_summary_rows_figures_and_statuses(tmp_path):
     fake_job(sweep, 1, {"status": "failed", "error": "attn.n_kv_heads=3: must divide", "variant": "gqa-rope"},
              ["attn=gqa", "logger=none"])
     fake_job(sweep, 2, {"status": "running", "error": None, "variant": "mqa-rope"}, ["attn=mqa", "logger=none"])
-    fake_job(sweep, 10, None, ["attn=local", "logger=none"])  # died before writing results.json
+    write_job_launch(fake_job(sweep, 10, None, ["attn=local", "logger=none"]), "latest")  # died before results.json
     rows = collect(sweep)
     assert [r["job"] for r in rows] == ["0", "1", "2", "10"]  # numeric order; job 7 is stale
     assert [r["status"] for r in rows] == ["ok", "failed", "failed", "failed"]

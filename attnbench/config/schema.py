@@ -166,6 +166,7 @@ class Config:
     stages: list = field(default_factory=lambda: ["bench", "train"])
     seed: int = 0
     resume: bool = False  # skip this job if its run dir already holds an ok result for this config
+    launch_id: Optional[str] = None  # the launch that started this job (track/launch.py); bookkeeping, not hashed
 
 
 def register_schema() -> None:

@@ -7,6 +7,11 @@ with a results.json or a .hydra/overrides.yaml. A results.json that cannot be re
 not a JSON object, sections of the wrong type) becomes a run with status `unreadable` and
 the reason, never an exception. Runs that share a variant name (a kernel sweep, an lr
 sweep) are told apart by the overrides in which they differ.
+
+`job_set` is the one rule for which jobs count: by default the latest launch of each sweep
+directory (a sweep re-launched into its directory with fewer jobs leaves the earlier jobs
+behind), told by the launch ids of track/launch.py, never by file times; a job whose launch
+cannot be told is counted (and listed as such).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..track.launch import EARLIER, UNKNOWN, Membership, is_sweep_dir, job_launch, sweep_launch
 from ..track.wandb_sink import flatten
 from .format import num
 
@@ -29,7 +35,7 @@ MISSING = "no readable results.json (the job died before writing it?)"
 SECTIONS = {"config": dict, "env": dict, "model": dict, "train": dict, "bench": list}
 # Bookkeeping keys of the resolved config: they never make two jobs different variants
 # (the same keys config.naming.config_hash leaves out).
-BOOKKEEPING = ("hydra", "resume", "train.resume", "logger")
+BOOKKEEPING = ("hydra", "resume", "train.resume", "logger", "launch_id")
 
 
 @dataclass
@@ -43,7 +49,7 @@ class Run:
     distinct: str = ""  # the overrides that tell it apart from runs with the same variant name
     label: str = ""  # unique name in the table
     short: str = ""  # legend name: the variant without the parts that every run shares
-    stamp: Optional[float] = None  # mtime of .hydra/overrides.yaml (when Hydra started the job)
+    launch: Optional[Membership] = None  # its place among its sweep directory's launches (track/launch.py)
 
     @property
     def variant(self) -> str:
@@ -72,41 +78,35 @@ def _natural(path: Path) -> list:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", str(path)) if p]
 
 
-def _mtime(path: Path) -> Optional[float]:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
+def _walk(paths: Sequence[Path]) -> dict[Path, Optional[Path]]:
+    """Every job directory under the paths (recursively) → the sweep directory it sits in (the
+    nearest one above it with multirun.yaml or launch.json inside the walk), or None."""
+    found: dict[Path, Optional[Path]] = {}
+    for p in map(Path, paths):
+        if p.is_file() and p.name == "results.json":
+            found.setdefault(p.parent.resolve(), None)
+            continue
+        if not p.is_dir():
+            raise FileNotFoundError(f"{p}: no such directory")
+        sweeps: dict[Path, Optional[Path]] = {}
+        for root, dirs, files in os.walk(p):
+            here = Path(root)
+            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+            sweeps[here] = here.resolve() if is_sweep_dir(here) else sweeps.get(here.parent)
+            if "results.json" in files or (here / ".hydra" / "overrides.yaml").is_file():
+                found[here.resolve()] = sweeps[here]
+    return found
 
 
 def find_jobs(paths: Sequence[Path], latest_launch: bool = False) -> list[Path]:
     """Every job directory under the paths (recursively), each once, in natural path order.
 
-    With `latest_launch`, a job directory whose .hydra/overrides.yaml is older than the
-    multirun.yaml above it is left out: Hydra rewrites that file for every job it starts,
-    after writing multirun.yaml, so such a job belongs to an earlier sweep into the same
-    directory. Both times come from one filesystem, so node clocks do not matter."""
-    found: dict[Path, None] = {}
-    for p in map(Path, paths):
-        if p.is_file() and p.name == "results.json":
-            found[p.parent.resolve()] = None
-            continue
-        if not p.is_dir():
-            raise FileNotFoundError(f"{p}: no such directory")
-        launched: dict[Path, Optional[float]] = {}
-        for root, dirs, files in os.walk(p):
-            here = Path(root)
-            dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
-            launched[here] = _mtime(here / "multirun.yaml") if "multirun.yaml" in files else launched.get(here.parent)
-            has_hydra = (here / ".hydra" / "overrides.yaml").is_file()
-            if "results.json" not in files and not has_hydra:
-                continue
-            since = launched[here]
-            if latest_launch and has_hydra and since is not None \
-                    and (_mtime(here / ".hydra" / "overrides.yaml") or 0.0) < since:
-                continue
-            found[here.resolve()] = None
-    return sorted(found, key=_natural)
+    With `latest_launch`, a job that an earlier launch into the same sweep directory started is
+    left out: the launch ids of track/launch.py tell (never file times, which a copy changes).
+    A job whose launch cannot be told is kept."""
+    if not latest_launch:
+        return sorted(_walk(paths), key=_natural)
+    return [r.dir for r in job_set(paths, require=False).runs]
 
 
 def find_results(paths: Sequence[Path]) -> list[Path]:
@@ -163,7 +163,7 @@ def read_job_results(path: Path) -> tuple[dict, Optional[str]]:
     return res, None
 
 
-def load_run(job_dir: Path) -> Run:
+def load_run(job_dir: Path, sweep_dir: Optional[Path] = None) -> Run:
     job_dir = Path(job_dir)
     res, why = read_job_results(job_dir / "results.json")
     if why == MISSING:
@@ -171,16 +171,52 @@ def load_run(job_dir: Path) -> Run:
     elif why:
         log.warning("%s: %s; listed as unreadable", job_dir, why)
         res = {"status": "unreadable", "error": why}
-    return Run(dir=job_dir, res=res, overrides=read_overrides(job_dir), curve=read_curve(job_dir),
-               stamp=_mtime(job_dir / ".hydra" / "overrides.yaml"))
+    launch = Membership(sweep_dir, sweep_launch(sweep_dir) if sweep_dir else None, job_launch(job_dir, res))
+    return Run(dir=job_dir, res=res, overrides=read_overrides(job_dir), curve=read_curve(job_dir), launch=launch)
+
+
+@dataclass
+class JobSet:
+    """The jobs a report or a sweep summary counts, and those it leaves out."""
+
+    runs: list[Run]  # counted: the latest launch of each sweep directory, jobs outside sweeps, unknowns
+    earlier: list[Run] = field(default_factory=list)  # of an earlier launch into the same directory: left out
+
+    @property
+    def unknown(self) -> list[Run]:
+        """Counted, though their launch cannot be told (a sweep from before launch ids, a job that died early)."""
+        return [r for r in self.runs if r.launch is not None and r.launch.state == UNKNOWN]
+
+    def notes(self, flag: str) -> list[str]:
+        """What the count leaves out or cannot tell, one line each (the summary and the report print them);
+        `flag` is the option that counts every launch."""
+        out = []
+        if n := len(self.earlier):
+            out.append(f"{n} job{'s' * (n != 1)} of earlier launches into the same directory left out; "
+                       f"{flag} counts them")
+        if n := len(self.unknown):
+            out.append(f"{n} job{'s' * (n != 1)} counted whose launch cannot be told (no launch record: "
+                       "a sweep from before launch ids, or a job that died before writing one)")
+        return out
+
+
+def job_set(paths: Sequence[Path], all_launches: bool = False, require: bool = True) -> JobSet:
+    """The jobs under the paths, by the one rule that the report and the sweep summary share: by
+    default only the latest launch of each sweep directory; `all_launches` counts every job.
+    Without any job, FileNotFoundError if `require`."""
+    runs = [load_run(d, sweep) for d, sweep in sorted(_walk(paths).items(), key=lambda kv: _natural(kv[0]))]
+    if not runs and require:
+        raise FileNotFoundError(f"no results.json under {', '.join(map(str, paths))}")
+    if all_launches:
+        return JobSet(runs)
+    is_earlier = [r.launch is not None and r.launch.state == EARLIER for r in runs]
+    return JobSet([r for r, e in zip(runs, is_earlier) if not e], [r for r, e in zip(runs, is_earlier) if e])
 
 
 def collect(paths: Sequence[Path], latest_launch: bool = False, require: bool = True) -> list[Run]:
-    """Every job under the paths as a Run (see find_jobs). Without any, FileNotFoundError if `require`."""
-    runs = [load_run(d) for d in find_jobs(paths, latest_launch)]
-    if not runs and require:
-        raise FileNotFoundError(f"no results.json under {', '.join(map(str, paths))}")
-    return runs
+    """Every job under the paths as a Run (only the latest launches with `latest_launch`, see job_set).
+    Without any, FileNotFoundError if `require`."""
+    return job_set(paths, all_launches=not latest_launch, require=require).runs
 
 
 # ----------------------------------------------------------------------------- configs and overrides
@@ -220,7 +256,7 @@ def distinguish(group: list[Run]) -> None:
         for r, d in zip(group, distinct):
             r.distinct = d
         return
-    flat = [flat_config(r.config, drop=()) for r in group]
+    flat = [flat_config(r.config, drop=("launch_id",)) for r in group]  # a launch is not a difference
     keys = sorted(differing(flat))[:3]
     for r, f in zip(group, flat):
         r.distinct = " ".join(f"{k}={_show(f.get(k, '-'))}" for k in keys)
@@ -271,6 +307,6 @@ def largest_ok(bench: Optional[list], mode: str, key: str = "median_ms") -> Opti
     return max(rows, key=lambda r: r.get("seq_len") or 0) if rows else None
 
 
-__all__ = ["BOOKKEEPING", "MISSING", "Run", "collect", "differing", "differing_overrides", "distinguish",
-           "find_jobs", "find_results", "flat_config", "largest_ok", "load_run", "name_runs", "num",
+__all__ = ["BOOKKEEPING", "MISSING", "JobSet", "Run", "collect", "differing", "differing_overrides", "distinguish",
+           "find_jobs", "find_results", "flat_config", "job_set", "largest_ok", "load_run", "name_runs", "num",
            "parse_overrides", "read_curve", "read_job_results", "read_overrides", "shorten"]

@@ -30,8 +30,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from ..track.launch import write_job_launch, write_sweep_launch
 from ..track.results import read_results, write_results
-from .summary import FINAL_STATUSES, collect_jobs, render, write_summary
+from .summary import FINAL_STATUSES, collect_job_set, render, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,55 @@ def _blank_results(config: DictConfig) -> dict:
         return {"schema": SCHEMA_VERSION, "variant": None, "config": {}, "env": {}, "model": {}, "bench": []}
 
 
+# ----------------------------------------------------------------------------- launch records
+def record_sweep_launch(config: DictConfig) -> Optional[str]:
+    """In the launching process, before any job: resolve this launch's id (the cached `${launch_id:}`
+    resolver; Hydra copies the cache into every job's config) and record it as the sweep directory's
+    latest launch (track/launch.py)."""
+    launch_id = OmegaConf.select(config, "launch_id")
+    if not launch_id:
+        return None
+    try:
+        write_sweep_launch(Path(str(config.hydra.sweep.dir)), str(launch_id))
+    except OSError:  # the jobs still run; the summary then counts every job, saying so
+        log.exception("could not write the launch record of %s", config.hydra.sweep.dir)
+    return str(launch_id)
+
+
+def record_job_launch(config: DictConfig) -> None:
+    """In the job's process, when it starts (also when resume=true will reuse its result): the launch
+    that started it. Written next to Hydra's own record of the job (.hydra/overrides.yaml)."""
+    launch_id = OmegaConf.select(config, "launch_id")
+    if config.hydra.mode != RunMode.MULTIRUN or not launch_id or config.hydra.output_subdir is None:
+        return
+    try:
+        write_job_launch(Path(config.hydra.runtime.output_dir), str(launch_id))
+    except OSError:  # results.json still names the launch
+        log.exception("could not write the launch record of %s", config.hydra.runtime.output_dir)
+
+
+def summarize(config: Optional[DictConfig], sweep_dir: Path, all_launches: bool = False) -> tuple[list[dict], str]:
+    """Write summary.csv/summary.md of `sweep_dir` and return (rows, the text to print). `config` is the
+    launching config (or the sweep's multirun.yaml; None without one): it gives the resume command."""
+    jobs, rows = collect_job_set(sweep_dir, all_launches)
+    cmd = None
+    if any(r["status"] != "ok" for r in rows) and config is not None \
+            and OmegaConf.select(config, "hydra.overrides") is not None:
+        cmd = resume_command(config, sweep_dir, rows)
+    notes = jobs.notes(flag="`python -m attnbench.sweep DIR --all-launches`")
+    write_summary(sweep_dir, rows, cmd, jobs.runs, notes)
+    return rows, render(sweep_dir, rows, cmd, jobs.runs, notes)
+
+
 class SweepCallback(Callback):
     """Records jobs that raised and summarizes a multirun (see the module docstring)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _EXIT["code"] = 0
+        record_sweep_launch(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        record_job_launch(config)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
@@ -132,29 +177,35 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _EXIT["code"] = 1  # stays 1 if the summary itself fails (Hydra only warns about it)
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        runs, rows = collect_jobs(sweep_dir)
-        bad = [r for r in rows if r["status"] != "ok"]
-        _EXIT["code"] = 1 if bad or not rows else 0
-        cmd = resume_command(config, sweep_dir, rows) if bad else None
-        write_summary(sweep_dir, rows, cmd, runs)
-        print(render(sweep_dir, rows, cmd, runs), flush=True)
+        rows, text = summarize(config, Path(str(config.hydra.sweep.dir)))
+        _EXIT["code"] = 1 if not rows or any(r["status"] != "ok" for r in rows) else 0
+        print(text, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`python -m attnbench.sweep SWEEP_DIR`: (re)write and print the summary of a sweep."""
     p = argparse.ArgumentParser(prog="python -m attnbench.sweep", description=main.__doc__)
     p.add_argument("sweep_dir", type=Path)
+    p.add_argument("--all-launches", action="store_true",
+                   help="count the jobs of earlier launches into the same directory too (default: the latest launch)")
     args = p.parse_args(argv)
     if not args.sweep_dir.is_dir():
         print(f"attnbench.sweep: error: {args.sweep_dir}: no such directory", file=sys.stderr)
         return 2
-    runs, rows = collect_jobs(args.sweep_dir)
-    cmd, saved = None, args.sweep_dir / "multirun.yaml"  # the launching config, saved by Hydra's sweeper
-    launched = OmegaConf.load(saved) if saved.is_file() else None
-    if any(r["status"] != "ok" for r in rows) and OmegaConf.select(launched, "hydra.overrides") is not None:
-        cmd = resume_command(launched, args.sweep_dir, rows)
-    write_summary(args.sweep_dir, rows, cmd, runs)
-    print(render(args.sweep_dir, rows, cmd, runs))
+    launched = _launching_config(args.sweep_dir)
+    rows, text = summarize(launched, args.sweep_dir, args.all_launches)
+    print(text)
+    if launched is None and rows:
+        print(f"(no multirun.yaml in {args.sweep_dir}: job directories, not a whole sweep; no resume command)")
     return 1 if not rows or any(r["status"] != "ok" for r in rows) else 0
 
+
+def _launching_config(sweep_dir: Path) -> Optional[DictConfig]:
+    """The sweep's multirun.yaml (the launching config, saved by Hydra's sweeper), or None without a readable one."""
+    saved = sweep_dir / "multirun.yaml"
+    try:
+        cfg = OmegaConf.load(saved) if saved.is_file() else None
+    except Exception as exc:  # a torn or foreign file: the summary still comes, without a resume command
+        log.warning("%s cannot be read (%s); no resume command", saved, " ".join(str(exc).split())[:200])
+        return None
+    return cfg if isinstance(cfg, DictConfig) else None

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from ..report.format import fmt, markdown_table, text_table
-from ..report.runs import Run, collect as collect_runs, differing_overrides, largest_ok
+from ..report.runs import JobSet, Run, differing_overrides, job_set, largest_ok
 from ..track.results import FINAL_STATUSES
 
 COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
@@ -24,14 +24,13 @@ COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "for
 
 
 # ----------------------------------------------------------------------------- collecting
-def job_row(run: Run, sweep_dir: Path, since: Optional[float]) -> dict:
+def job_row(run: Run, sweep_dir: Path) -> dict:
     """One summary row: the job's status, key figures and error from its results.json."""
     res = run.res
     if res.get("status") not in (*FINAL_STATUSES, "unreadable"):  # "running": killed mid-job
         res = {**res, "status": "failed", "error": res.get("error") or f"job ended with status {res.get('status')}"}
     train = res.get("train") or {}
     fwd = largest_ok(res.get("bench"), "forward") or {}
-    stamp = _mtime(run.dir / "results.json")
     try:
         job = str(run.dir.relative_to(Path(sweep_dir).resolve()))
     except ValueError:
@@ -42,30 +41,37 @@ def job_row(run: Run, sweep_dir: Path, since: Optional[float]) -> dict:
         "forward_ms": fwd.get("median_ms"), "forward_T": fwd.get("seq_len"),
         "train_tokens_per_s": train.get("tokens_per_s"), "val_loss": train.get("val_loss"),
         "metric_name": train.get("metric_name"), "metric": train.get("metric"),
-        "reused": bool(since and stamp and stamp < since and res["status"] == "ok"),  # skipped by resume=true
+        "reused": reused(run),
         "error": res.get("error"), "all_overrides": " ".join(run.overrides), "dir": str(run.dir),
     }
 
 
-def _mtime(path: Path) -> Optional[float]:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
+def reused(run: Run) -> bool:
+    """An ok result that an earlier launch wrote and this one skipped (resume=true): the job's
+    launch record names the latest launch, its results.json another (track/launch.py)."""
+    started, wrote = run.launch.job_launch if run.launch else None, run.res.get("launch_id")
+    return bool(run.res.get("status") == "ok" and started and wrote and wrote != started)
 
 
-def collect_jobs(sweep_dir: Path) -> tuple[list[Run], list[dict]]:
-    """The latest launch's jobs of `sweep_dir` as Runs and as summary rows (same order)."""
+def collect_job_set(sweep_dir: Path, all_launches: bool = False) -> tuple[JobSet, list[dict]]:
+    """The jobs of `sweep_dir` the summary counts (report/runs.py job_set: the latest launch unless
+    `all_launches`) and their summary rows (same order)."""
     sweep_dir = Path(sweep_dir)
-    runs = collect_runs([sweep_dir], latest_launch=True, require=False)
-    since = _mtime(sweep_dir / "multirun.yaml")
-    rows = [job_row(r, sweep_dir, since) for r in runs]
+    jobs = job_set([sweep_dir], all_launches=all_launches, require=False)
+    runs = jobs.runs
+    rows = [job_row(r, sweep_dir) for r in runs]
     for row, swept in zip(rows, differing_overrides([r.overrides for r in runs])):
         row["overrides"] = swept  # only what the sweep varies
     for row, run in zip(rows, runs):  # the statistics only count ok jobs: keep the summary's verdict
         if row["status"] != run.res.get("status"):
             run.res = {**run.res, "status": row["status"], "error": row["error"]}
-    return runs, rows
+    return jobs, rows
+
+
+def collect_jobs(sweep_dir: Path) -> tuple[list[Run], list[dict]]:
+    """The latest launch's jobs of `sweep_dir` as Runs and as summary rows (same order)."""
+    jobs, rows = collect_job_set(sweep_dir)
+    return jobs.runs, rows
 
 
 def collect(sweep_dir: Path) -> list[dict]:
@@ -147,7 +153,7 @@ NOTE = ("One row per variant (the jobs' config minus `seed`): mean ± half-width
 
 
 def write_summary(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str] = None,
-                  runs: Optional[list[Run]] = None) -> tuple[Path, Path]:
+                  runs: Optional[list[Run]] = None, notes: Sequence[str] = ()) -> tuple[Path, Path]:
     """summary.csv (every job, raw values) and summary.md (the variant table when the sweep has
     replicates, then every job) in the sweep directory."""
     sweep_dir = Path(sweep_dir)
@@ -161,6 +167,7 @@ def write_summary(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str] =
         w.writerows(rows)
     n_bad = sum(r["status"] != "ok" for r in rows)
     md = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs: {len(rows) - n_bad} ok, {n_bad} not ok.", ""]
+    md += [f"{n[0].upper()}{n[1:]}." for n in notes] + ([""] if notes else [])
     if table:
         md += ["## Variants", "", markdown_table(*table), "", NOTE, "", "## Jobs", ""]
     md += [format_markdown(rows), ""]
@@ -170,7 +177,8 @@ def write_summary(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str] =
     return csv_path, md_path
 
 
-def render(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str], runs: Optional[list[Run]] = None) -> str:
+def render(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str], runs: Optional[list[Run]] = None,
+           notes: Sequence[str] = ()) -> str:
     """The text printed at the end of a sweep: the variant table when the sweep has replicates (then only
     the jobs that are not ok), else every job."""
     if runs is None:
@@ -178,7 +186,7 @@ def render(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str], runs: O
     bad = [r for r in rows if r["status"] != "ok"]
     reused = sum(r["reused"] for r in rows)
     head = f"sweep {sweep_dir}: {len(rows)} jobs, {len(rows) - len(bad)} ok" + (f" ({reused} reused)" if reused else "")
-    out = ["", head + (f", {len(bad)} NOT OK" if bad else ""), ""]
+    out = ["", head + (f", {len(bad)} NOT OK" if bad else ""), *[f"  ({n})" for n in notes], ""]
     table = variant_table(runs, rows) if rows and len(runs) == len(rows) else None
     if table:
         out += [_variant_text(table), "", "(mean ± 95% CI over seeds; n = ok jobs)"]

@@ -1,6 +1,7 @@
 """Where results go: results.json (the source of truth), metrics.jsonl, and the W&B mirror.
 
     results.py      results.json: schema, atomic writes, never overwrite a finished result
+    launch.py       launch records: which launch of a sweep directory started each job
     sinks.py        the Sink protocol, metrics.jsonl, fan-out; `make_sinks(cfg, run_dir)`
     wandb_sink.py   the W&B run of a job
     wandb_reader.py reads an offline .wandb file back (tests, the report)
