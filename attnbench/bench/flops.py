@@ -5,6 +5,7 @@ h = FFN hidden size and k̄ the average number of keys a query attends to:
 
     qkv projection   2·d·(H + 2·Hkv)·D
     output proj      2·d·d
+    output gate      2·d·g              (attn.gate: g = H headwise, H·D elementwise, 0 none)
     scores + AV      2·2·H·D·k̄          (the T-dependent term)
     FFN              2·n_mats·d·h       (n_mats = 2 plain, 3 gated)
 plus the LM head 2·d·V once per token. Training = 3 × forward (backward ≈ 2 × forward).
@@ -12,7 +13,8 @@ plus the LM head 2·d·V once per token. Training = 3 × forward (backward ≈ 2
 k̄ for a sequence of length T: full (non-causal) T; causal (T+1)/2 (the halving);
 a window w: mean over positions i of min(i+1, w). GQA changes only the projection
 term (fewer K/V heads), not the score term. Norms, softmax, activations and
-embedding lookups are O(d) per token and left out, as is usual.
+embedding lookups are O(d) per token and left out, as is usual; so are the gate's sigmoid and
+product (O(d)) and attn.sinks (one extra softmax column per head: O(H) per token, no value).
 
 Decoding token n after a prompt of T tokens sees min(T+n, w) keys (the query at
 absolute position p sees p+1 keys, capped by the window), so
@@ -69,7 +71,7 @@ def _flops_per_token(spec: Spec, keys: float, decode: bool = False) -> float:
     if spec.mla is not None:
         return L * (mla_layer_flops(spec, keys, decode) + ffn_flops_per_token(spec)) + 2 * d * V
     D, Hkv = spec.head_dim, spec.n_kv_heads
-    proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d
+    proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d + 2 * d * spec.gate_dim
     attn = 2 * 2 * H * D * keys
     return L * (proj + attn + ffn_flops_per_token(spec)) + 2 * d * V
 

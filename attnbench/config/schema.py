@@ -22,6 +22,8 @@ class AttnConfig:
     qkv_bias: bool = False
     dropout: float = 0.0
     softcap: Optional[float] = None  # Gemma 2: scores -> softcap·tanh(scores/softcap); null = off
+    gate: str = "none"  # output gating (Qiu et al. 2025, Qwen3-Next): none | headwise | elementwise
+    sinks: bool = False  # a learned sink logit per head in every softmax (gpt-oss; StreamingLLM's sink)
     # attn=mla (DeepSeek-V2 Multi-head Latent Attention); null = derived from D = d_model / n_heads
     kv_lora_rank: Optional[int] = None  # latent dims cached per token; null = 4·D
     q_lora_rank: Optional[int] = None  # low-rank query; null = full-rank query projection
@@ -115,6 +117,9 @@ class TrainConfig:
     eval_every: int = 250
     eval_batches: int = 8
     eval_seq_lens: list = field(default_factory=list)
+    # StreamingLLM's window attention on a model trained without it: val_loss_by_len (train.seq_len and
+    # train.eval_seq_lens) evaluated with this sliding window; training and val_loss as configured. null = off
+    eval_window: Optional[int] = None
     log_every: int = 1  # metrics.jsonl / W&B every N steps (eval steps always)
     checkpoint_every: int = 0  # 0 = only on interrupt and at the end
     resume: bool = False

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..model.gating import gate_dim
 from ..model.layout import MLADims, resolve_layout, rotary_dim
 from ..registry import FFNS, POSITIONAL
 from .naming import config_hash, variant_name
@@ -41,6 +42,7 @@ class Spec:
     max_positions: Optional[int]  # the positional scheme's limit (learned: context_length); None = any
     window: Optional[int]
     mla: Optional[MLADims] = None  # attn=mla's resolved latent sizes
+    gate_dim: int = 0  # attn.gate's projection width: 0 none, H headwise, H·D elementwise (model/gating.py)
 
 
 def resolve_init_std(cfg: Any) -> float:
@@ -66,6 +68,7 @@ def resolve_spec(cfg: Any, vocab_size: Optional[int] = None) -> Spec:
         init_std=resolve_init_std(cfg), context_length=int(m.context_length),
         max_positions=POSITIONAL.get(cfg.pos.name).max_length(int(m.context_length)),
         window=a.window, mla=MLADims.from_cfg(cfg) if a.name == "mla" else None,
+        gate_dim=gate_dim(a.get("gate", "none"), int(a.n_heads), d // int(a.n_heads)),
     )
 
 

@@ -30,6 +30,7 @@ def validate(cfg: DictConfig) -> None:
     from .. import registry
     from ..device import resolve_device
     from ..model.layout import resolve_layout
+    from ..model import gating, sinks
     from ..model.mla import config_problem as mla_config_problem
 
     m, a = cfg.model, cfg.attn
@@ -59,6 +60,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"pos={cfg.pos.name}: head_dim={m.d_model // a.n_heads} must be even (model.d_model / attn.n_heads)")
     _check_ranges(cfg)
     _check_extensions(cfg)
+    for problem in (gating.config_problem(cfg), sinks.config_problem(cfg)):  # attn.gate, attn.sinks
+        if problem:
+            raise ConfigError(problem)
     _choose("norm.placement", cfg.norm.placement, ("pre", "post"))
     _choose("device.dtype", cfg.device.dtype, ("float32", "bfloat16", "float16"))
     from ..track.loggers import LOGGER_MODES  # importing it registers the logger backends
@@ -174,9 +178,11 @@ def kernel_requirements(cfg: DictConfig, device_type: str) -> Any:
         device=device_type,
         needs_backward="train" in cfg.stages,
         needs_cache="bench" in cfg.stages and bool({"prefill", "decode"} & set(cfg.bench.modes)),
-        bias=scheme.needs_bias, rotary=scheme.rotates, window=cfg.attn.window is not None,
+        bias=scheme.needs_bias, rotary=scheme.rotates,
+        window=cfg.attn.window is not None or ("train" in cfg.stages and cfg.train.get("eval_window") is not None),
         gqa=resolve_layout(cfg) != cfg.attn.n_heads, softcap=cfg.attn.get("softcap") is not None,
-        qk_norm=bool(cfg.norm.get("qk_norm")), dropout=cfg.attn.dropout > 0, dtype=str(cfg.device.dtype),
+        qk_norm=bool(cfg.norm.get("qk_norm")), sinks=bool(cfg.attn.get("sinks", False)),
+        gate=cfg.attn.get("gate", "none") != "none", dropout=cfg.attn.dropout > 0, dtype=str(cfg.device.dtype),
         pos=cfg.pos.name, attn=cfg.attn.name,
     )
 

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .gating import OutputGate
 from .kernels import Kernel, MaskSpec, allowed_mask, default_scale
 from .position import Rotary, apply_rotary
 
@@ -58,7 +59,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, window: Optional[int] = None,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
                  q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None,
-                 softcap: Optional[float] = None, out_bias: bool = True):
+                 softcap: Optional[float] = None, out_bias: bool = True,
+                 gate: Optional[OutputGate] = None, sinks: bool = False):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
@@ -74,6 +76,11 @@ class CausalSelfAttention(nn.Module):
         # keys attn.q_norm.weight / attn.k_norm.weight); None = off.
         self.q_norm, self.k_norm = q_norm, k_norm
         self.softcap = softcap
+        self.gate = gate  # attn.gate: σ(x W_g) on the heads' outputs before `out` (model/gating.py)
+        # attn.sinks: one learned logit per head in every softmax (model/sinks.py), 0 = "softmax off by one"
+        self.sinks = nn.Parameter(torch.zeros(n_heads)) if sinks else None
+        self.record_first_token = False  # set by model.probes.first_token_attention
+        self.first_token: Optional[Tensor] = None
         self.record_max_logit = False  # set by max_attention_logit()
         self.max_logit: Optional[Tensor] = None
 
@@ -97,10 +104,39 @@ class CausalSelfAttention(nn.Module):
         drop = self.dropout if self.training else 0.0
         if self.record_max_logit:
             self.max_logit = max_logit(q, k, spec, self.scale)
-        extra = {"softcap": self.softcap} if self.softcap is not None else {}  # only softcap kernels take it
+        extra = self._kernel_extras()
+        if self.record_first_token:
+            self.first_token = first_token_mass(q, k, spec, self.scale, ctx.bias, **extra)
         y = self.kernel(q, k, v, spec=spec, bias=ctx.bias, scale=self.scale, dropout=drop, **extra)  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)
-        return self.resid_drop(self.out(y))
+        y = y.transpose(1, 2)  # (B, T, H, D)
+        if self.gate is not None:
+            y = self.gate(x, y)
+        return self.resid_drop(self.out(y.reshape(B, T, C)))
+
+    def _kernel_extras(self) -> dict:
+        """softcap= and sinks=, only when set: only kernels that declare them take them."""
+        extra = {"softcap": self.softcap} if self.softcap is not None else {}
+        if self.sinks is not None:
+            extra["sinks"] = self.sinks
+        return extra
+
+
+def first_token_mass(q: Tensor, k: Tensor, spec: MaskSpec, scale: float, bias: Optional[Tensor],
+                     softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+    """Mean attention probability on key 0 (the first token) over heads and over the queries at
+    positions >= 1 that may see it (query 0 can attend nowhere else); a 0-d tensor, nan if none may.
+    The attention-sink measure of Xiao et al. 2023 and Qiu et al. 2025. q (B, H, T, D), k (B, Hkv, S, D)."""
+    from .kernels import manual_attention
+
+    B, H, T, _ = q.shape
+    S = k.shape[2]
+    onehot = torch.zeros(B, k.shape[1], S, 1, device=q.device, dtype=torch.float32)
+    onehot[:, :, 0] = 1.0  # as values: the output is the probability on key 0
+    p0 = manual_attention(q.float(), k.float(), onehot, spec=spec, bias=bias, scale=scale, softcap=softcap,
+                          sinks=sinks)[..., 0]  # (B, H, T)
+    pos = torch.arange(spec.q_offset, spec.q_offset + T, device=q.device)
+    sees = (pos >= 1) & allowed_mask(T, S, spec, q.device)[:, 0]  # (T,)
+    return p0[:, :, sees].mean()
 
 
 def max_logit(q: Tensor, k: Tensor, spec: MaskSpec, scale: float) -> Tensor:

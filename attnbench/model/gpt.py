@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..registry import FFNS, NORMS, POSITIONAL
 from .attention import AttnContext, CausalSelfAttention, KVCache
+from .gating import build_gate
 from .kernels import MaskSpec, get_kernel
 from . import mla
 
@@ -63,7 +64,8 @@ class GPT(nn.Module):
                                     a.qkv_bias, a.dropout, m.dropout,
                                     q_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
                                     k_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
-                                    softcap=a.softcap, out_bias=bias),
+                                    softcap=a.softcap, out_bias=bias,
+                                    gate=build_gate(cfg, d, spec.n_heads, spec.head_dim), sinks=bool(a.sinks)),
                 ffn(d, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout, approximate=cfg.ffn.approximate, bias=bias),
                 norm(d, cfg.norm.eps), norm(d, cfg.norm.eps), cfg.norm.placement,
             )

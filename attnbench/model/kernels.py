@@ -3,7 +3,8 @@
     kernel(q, k, v, *, spec, bias, scale, dropout) -> out
     q: (B, H, T, D); k, v: (B, Hkv, S, D) with H % Hkv == 0; out: (B, H, T, D)
 
-Kernels with `supports_softcap` also take `softcap=` (attn.softcap); it is only passed when set.
+Kernels with `supports_softcap` also take `softcap=` (attn.softcap), kernels with `supports_sinks`
+`sinks=` (attn.sinks: one logit per query head, (H,), model/sinks.py); each is only passed when set.
 
 `manual` is the plain reference every other kernel is tested against. A kernel
 declares what it cannot serve (device, bias, window, GQA, rotary, KV cache,
@@ -23,6 +24,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..registry import KERNELS
+from . import sinks as _sinks  # attn.sinks inside the kernels (it reads this module's mask helpers)
 
 ALL_DEVICES = frozenset({"cpu", "cuda", "mps"})
 
@@ -67,6 +69,7 @@ class Kernel:
     supports_cache = True
     supports_softcap = False  # can apply attn.softcap (a score modification before the softmax)
     supports_qk_norm = True  # can normalise q/k between the projection and the scores
+    supports_sinks = False  # can add a learned per-head sink logit to every softmax (attn.sinks); takes sinks=
     supports_v_head_dim = True  # v's head dim may differ from q/k's (attn=mla)
     owns_projection = False  # True: the kernel runs the projections itself (nn.MultiheadAttention)
     compiles_itself = False  # True: the kernel calls torch.compile on its own (flex)
@@ -87,6 +90,11 @@ class Kernel:
             return "cannot modify attention scores, so no attn.softcap (use attn.impl=manual or flex)"
         if req.qk_norm and not self.supports_qk_norm:
             return "cannot normalise q/k inside its projections, so not norm.qk_norm=true"
+        if req.sinks and not self.supports_sinks:
+            able = ", ".join(n for n in KERNELS.names() if KERNELS.get(n).supports_sinks)
+            return f"cannot add a per-head sink logit, so not attn.sinks=true (use attn.impl={able})"
+        if req.gate and self.owns_projection:
+            return "runs its own output projection, so no attn.gate (the gate acts before it)"
         if req.needs_cache and not self.supports_cache:
             return "has no KV cache; drop prefill/decode from bench.modes"
         # Only training is rejected: the bench records a `skipped` train_step row instead.
@@ -112,6 +120,8 @@ class Requirements:
     gqa: bool = False  # fewer KV heads than query heads
     softcap: bool = False
     qk_norm: bool = False
+    sinks: bool = False  # a learned sink logit per head in the softmax (attn.sinks)
+    gate: bool = False  # a gate between the kernel and the output projection (attn.gate)
     dropout: bool = False  # attention dropout > 0
     dtype: str = "float32"  # device.dtype
     pos: str = ""
@@ -124,9 +134,11 @@ def softcap_scores(scores: Tensor, softcap: Optional[float]) -> Tensor:
 
 
 def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
-                     scale: float, dropout: float = 0.0, softcap: Optional[float] = None) -> Tensor:
+                     scale: float, dropout: float = 0.0, softcap: Optional[float] = None,
+                     sinks: Optional[Tensor] = None) -> Tensor:
     """Explicit softmax(cap(q kᵀ · scale) + bias, masked) v. GQA by a grouped reshape (no K/V copy).
-    The cap acts on q kᵀ · scale only, before bias and mask (as Gemma 2 caps before its mask)."""
+    The cap acts on q kᵀ · scale only, before bias and mask (as Gemma 2 caps before its mask).
+    `sinks` (H,): one more softmax column per head holding its sink logit, dropped after the softmax."""
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     G = H // Hkv
@@ -140,7 +152,8 @@ def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: O
     if bias is not None:
         scores = scores + bias.view(Hkv, G, T, S).float()
     scores = scores.masked_fill(~allowed_mask(T, S, spec, q.device), float("-inf"))
-    att = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    probs = torch.softmax(scores.float(), dim=-1) if sinks is None else _sinks.softmax_with_sinks(scores.float(), sinks)
+    att = probs.to(q.dtype)
     if dropout > 0:
         att = F.dropout(att, p=dropout)
     return (att @ v.unsqueeze(2)).reshape(B, H, T, v.shape[-1])  # (B, Hkv, G, T, Dv) -> (B, H, T, Dv)
@@ -152,17 +165,21 @@ class ManualKernel(Kernel):
 
     name = "manual"
     supports_softcap = True
+    supports_sinks = True
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None):
-        return manual_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout, softcap=softcap)
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None, sinks=None):
+        return manual_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout, softcap=softcap,
+                                sinks=sinks)
 
 
 def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
-                   scale: float, dropout: float = 0.0) -> Tensor:
-    """F.scaled_dot_product_attention with the cheapest correct mask.
+                   scale: float, dropout: float = 0.0, sinks: Optional[Tensor] = None) -> Tensor:
+    """F.scaled_dot_product_attention with the cheapest correct mask (`sinks`: model/sinks.py).
 
     `is_causal=True` is only used when T == S and no offset: SDPA aligns its causal
     mask to the top-left, which is wrong for a chunk decoded after a KV cache."""
+    if sinks is not None:
+        return _sinks.sdpa_with_sinks(q, k, v, spec=spec, bias=bias, scale=scale, sinks=sinks, dropout=dropout)
     T, S = q.shape[2], k.shape[2]
     kw = dict(scale=scale, dropout_p=dropout, enable_gqa=k.shape[1] != q.shape[1])
     plain = bias is None and spec.window is None and spec.causal
@@ -186,12 +203,13 @@ class SDPAKernel(Kernel):
 
     name = "sdpa"
     backend: Optional[SDPBackend] = None
+    supports_sinks = True  # as one padded sink key (model/sinks.py)
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0):
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, sinks=None):
         if self.backend is None:
-            return sdpa_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout)
+            return sdpa_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout, sinks=sinks)
         with sdpa_kernel(self.backend):  # pinned: a fallback raises instead of lying in a timing
-            return sdpa_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout)
+            return sdpa_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout, sinks=sinks)
 
 
 @KERNELS.register("sdpa_math")
@@ -216,6 +234,8 @@ class SDPAFlashKernel(SDPAKernel):
     def _extra_unsupported(self, req):
         if req.device == "cuda" and req.window:
             return "takes no mask on cuda, so no sliding window (attn.window must be null)"
+        if req.device == "cuda" and req.sinks:  # the sink key needs a mask once a chunk follows a cache
+            return "takes no mask on cuda, so no attn.sinks (use attn.impl=sdpa or manual)"
         if req.device == "cuda" and req.dtype == "float32":  # CUDA's flash kernel is fp16/bf16 only
             return "runs only in float16/bfloat16 on cuda (set device.dtype=bfloat16)"
         if req.device == "cpu" and req.dropout:  # PyTorch's CPU flash kernel has no dropout
@@ -242,8 +262,9 @@ class WrapperKernel(Kernel):
 
     name = "wrapper"
     supports_softcap = True  # each head runs manual_attention, which applies it
+    supports_sinks = True  # each head passes its own sink logit
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None):
+    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None, sinks=None):
         H, Hkv = q.shape[1], k.shape[1]
         G = H // Hkv
         heads = []
@@ -251,7 +272,8 @@ class WrapperKernel(Kernel):
             kv = slice(h // G, h // G + 1)
             b = bias[h : h + 1] if bias is not None else None
             heads.append(manual_attention(q[:, h : h + 1], k[:, kv], v[:, kv], spec=spec, bias=b,
-                                          scale=scale, dropout=dropout, softcap=softcap))
+                                          scale=scale, dropout=dropout, softcap=softcap,
+                                          sinks=sinks[h : h + 1] if sinks is not None else None))
         return torch.cat(heads, dim=1)  # (B, H, T, D)
 
 

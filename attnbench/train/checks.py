@@ -35,6 +35,7 @@ def check_train(tc: Any) -> None:
             raise ConfigError(f"train.{key}={tc[key]}: must be in [0, 1)")
     for t in tc.eval_seq_lens:
         _at_least("train.eval_seq_lens", t, 1)
+    _at_least("train.eval_window", tc.get("eval_window"), 1, allow_none=True)
     if tc.get("init_from") is not None and not Path(tc.init_from).expanduser().exists():
         raise ConfigError(f"train.init_from={tc.init_from}: no such checkpoint file or run directory")
 
@@ -76,3 +77,5 @@ def check(cfg: Any) -> None:
     """All train/data checks; only meaningful when the train stage runs."""
     check_train(cfg.train)
     check_data(cfg)
+    if cfg.train.get("eval_window") is not None and cfg.attn.name == "mla":
+        raise ConfigError(f"train.eval_window={cfg.train.eval_window}: attn=mla has no sliding window; leave it null")

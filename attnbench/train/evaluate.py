@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,18 @@ def eval_lengths(model: nn.Module, data: LMData, cfg: Any, device: torch.device,
     """val loss and metric at train.seq_len and every train.eval_seq_lens entry.
 
     Returns ({len: loss | None}, {len: metric | None}, {len: reason}) keyed by str(len).
-    `known` is an evaluation already made at train.seq_len (reused, not repeated)."""
+    `known` is an evaluation already made at train.seq_len (reused, not repeated), unless
+    train.eval_window evaluates every length with a sliding window the model was not trained with."""
+    tc = cfg.train
+    window = tc.get("eval_window")
+    if window is None:
+        return _by_length(model, data, cfg, device, dtype, known)
+    with window_override(model, int(window)):
+        return _by_length(model, data, cfg, device, dtype, None)
+
+
+def _by_length(model: nn.Module, data: LMData, cfg: Any, device: torch.device, dtype: torch.dtype,
+               known: Optional[dict]) -> tuple[dict, dict, dict]:
     tc = cfg.train
     lengths = sorted({int(tc.seq_len), *(int(t) for t in tc.eval_seq_lens)})
     losses, metrics, na = {}, {}, {}
@@ -84,6 +96,21 @@ def eval_lengths(model: nn.Module, data: LMData, cfg: Any, device: torch.device,
             ev = evaluate(model, data.val_batches(int(tc.eval_batches), int(tc.batch_size), T), device, dtype)
         losses[str(T)], metrics[str(T)] = ev["loss"], metric_of(data, ev)
     return losses, metrics, na
+
+
+@contextmanager
+def window_override(model: nn.Module, window: int) -> Iterator[None]:
+    """Every attention layer (anything with a `window` and a kernel) attends through a sliding
+    window of `window` keys for the duration: window attention at inference, StreamingLLM's setting."""
+    layers = [m for m in model.modules() if hasattr(m, "window") and hasattr(m, "kernel")]
+    saved = [m.window for m in layers]
+    try:
+        for m in layers:
+            m.window = window
+        yield
+    finally:
+        for m, w in zip(layers, saved):
+            m.window = w
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..config.naming import config_hash
 from ..device import autocast
 from ..model.attention import max_attention_logit
+from ..model.probes import sink_probes
 from .checkpoint import checkpoint_path, init_weights_from, load_checkpoint, save_checkpoint
 from .data import IGNORE, LMData, TextData, prepare_data
 from .evaluate import eval_lengths, evaluate, metric_of, sample_text
@@ -227,6 +228,8 @@ def _quality(tr: Trainer, status: str) -> dict:
         out.update(val_loss_by_len=by_len, metric_by_len=metric_by_len, val_na=na)
         # Finding 10 (Wortsman et al. 2023): the largest attention logit, on the first validation batch
         out["max_attn_logit"] = max_attention_logit(tr.model, tr.val_batches[0][0].to(tr.device))
+        # Finding 11 (Qiu et al. 2025): attention on the first token, massive activations, gate values
+        out.update(sink_probes(tr.model, tr.val_batches[0][0].to(tr.device)))
         if isinstance(data, TextData) and cfg.train.sample_tokens > 0:
             out.update(_sample(tr, data))
     if p.last_val is not None:
