@@ -117,6 +117,27 @@ def test_job_folders_without_multirun_yaml_give_a_summary(tmp_path, capsys):
     assert main([str(loose)]) == 1 and "resume=true" not in capsys.readouterr().out
 
 
+def test_the_report_counts_the_jobs_the_summary_counts(tmp_path, capsys):
+    from attnbench.report import main as report_main
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    write_sweep_launch(sweep, "L2")
+    for n, (attn, launch) in enumerate([("mha", "L2"), ("gqa", "L1"), ("mqa", "L1"), ("local", None)]):
+        job(sweep, n, launch=launch, attn=attn)
+    assert report_main([str(sweep)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 runs (2 ok)")
+    assert "note: 2 jobs of earlier launches into the same directory left out; `--all-launches` counts them" in out
+    assert "note: 1 job counted whose launch cannot be told" in out
+    md = (sweep / "report" / "report.md").read_text()
+    assert "2 jobs of earlier launches into the same directory left out; `--all-launches` counts them." in md
+    report_dirs = [r["run_dir"] for r in read_csv(sweep / "report" / "results.csv")]
+    assert report_dirs == [r["dir"] for r in collect(sweep)] == [str((sweep / n).resolve()) for n in "03"]
+    assert report_main([str(sweep), "--all-launches", "--out", str(tmp_path / "all")]) == 0
+    assert capsys.readouterr().out.startswith("4 runs (4 ok)") and "earlier launches" not in (tmp_path / "all" / "report.md").read_text()
+
+
 # ----------------------------------------------------------------------------- real multiruns (subprocess)
 def sweep_cli(cli, sweep: Path, *args: str) -> subprocess.CompletedProcess:
     r = cli("-m", *args, *TINY, f"hydra.sweep.dir={sweep}")
@@ -167,3 +188,9 @@ def test_a_relaunch_with_fewer_jobs_counts_only_the_new_ones(cli, tmp_path):
     age_files(copy, years=1)
     s = summary(copy)
     assert "1 jobs, 1 ok (1 reused)" in s.stdout and "2 jobs of earlier launches" in s.stdout, s.stdout
+    rep = subprocess.run([sys.executable, "-m", "attnbench.report", str(copy)], capture_output=True, text=True,
+                         timeout=300)  # issue 21: the report and the summary agree
+    assert rep.returncode == 0 and rep.stdout.startswith("1 runs (1 ok)"), rep.stdout + rep.stderr
+    assert "2 jobs of earlier launches into the same directory left out; `--all-launches` counts them" in rep.stdout
+    assert [r["run_dir"] for r in read_csv(copy / "report" / "results.csv")] == \
+        [r["dir"] for r in read_csv(copy / "summary.csv")] == [str((copy / "0").resolve())]

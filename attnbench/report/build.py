@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from . import plots
 from .markdown import figure_name, write_markdown
-from .runs import collect, name_runs, shorten
+from .runs import job_set, name_runs, shorten
 from .tables import bench_rows, csv_row, write_csv
 from .heldout import HELD_OUT, confirm_commands
 from .variants import DEFAULT_REPLICATES, Comparison, group, reported_runs, run_variant, show, variant_rows
@@ -29,6 +29,7 @@ class Report:
     legends: dict = field(default_factory=dict)  # PNG name -> number of legend entries
     legend_note: str = ""
     confirm: list = field(default_factory=list)  # commands that run the held-out confirmation jobs (--tune)
+    launch_notes: list = field(default_factory=list)  # jobs of earlier launches left out, jobs whose launch is unknown
 
 
 def _ranked(comp: Comparison) -> list:
@@ -85,11 +86,15 @@ def make_plots(comp: Comparison, out: Path, legend_limit: int = LEGEND_LIMIT,
 
 def build_report(paths: Sequence[Path], out: Optional[Path] = None, replicates: Sequence[str] = DEFAULT_REPLICATES,
                  tune: Optional[str] = None, objective: Optional[str] = None,
-                 baseline: Optional[Sequence[str]] = None, legend_limit: int = LEGEND_LIMIT) -> Report:
+                 baseline: Optional[Sequence[str]] = None, legend_limit: int = LEGEND_LIMIT,
+                 all_launches: bool = False) -> Report:
     """Collect the runs under `paths`, group them into variants and write the report files into `out`
-    (default <paths[0]>/report). Bad options raise ConfigError before anything is written."""
+    (default <paths[0]>/report). The jobs are those the sweep summary counts (runs.job_set: the latest
+    launch of each sweep directory, unless `all_launches`). Bad options raise ConfigError before anything
+    is written."""
     paths = [Path(p) for p in paths]
-    runs = collect(paths)
+    jobs = job_set(paths, all_launches=all_launches)
+    runs, launch_notes = jobs.runs, jobs.notes(flag="`--all-launches`")
     name_runs(runs)
     comp = group(runs, replicates=replicates, tune=tune, objective=objective, baseline=baseline)
     out = Path(out) if out is not None else paths[0] / "report"
@@ -109,10 +114,10 @@ def build_report(paths: Sequence[Path], out: Optional[Path] = None, replicates: 
     legends: dict = {}
     images, note = make_plots(comp, out, legend_limit, legends)
     confirm = confirm_commands(comp, paths, show) if tune else []
-    files["report.md"] = write_markdown(out / "report.md", runs, paths, images, comp, note, confirm)
+    files["report.md"] = write_markdown(out / "report.md", runs, paths, images, comp, note, confirm, launch_notes)
     log.info("report: %d runs, %d variants -> %s", len(runs), len(comp.variants), out)
     return Report(runs=runs, files=files, images=images, comparison=comp, legends=legends, legend_note=note,
-                  confirm=confirm)
+                  confirm=confirm, launch_notes=launch_notes)
 
 
 __all__ = ["LEGEND_LIMIT", "PLOTS", "Report", "build_report", "make_plots"]

@@ -45,6 +45,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="the variant every other one is compared against, as overrides (e.g. attn=mha)")
     parser.add_argument("--legend-limit", type=int, default=LEGEND_LIMIT, metavar="K",
                         help=f"beyond K variants the plots label only the best K (default {LEGEND_LIMIT})")
+    parser.add_argument("--all-launches", action="store_true",
+                        help="also count the jobs of earlier launches into the same sweep directory (default: "
+                             "the latest launch of each, the jobs the sweep summary counts)")
     parser.add_argument("--wandb", action="store_true", help="also log the table and plots to a W&B report run")
     parser.add_argument("--wandb-mode", choices=LOGGER_MODES,
                         help="default: $WANDB_MODE, else offline")
@@ -55,13 +58,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="attnbench report: %(levelname)s: %(message)s")
     try:
         rep = build_report(args.paths, args.out, replicates=args.replicates, tune=args.tune,
-                           objective=args.objective, baseline=args.baseline, legend_limit=args.legend_limit)
+                           objective=args.objective, baseline=args.baseline, legend_limit=args.legend_limit,
+                           all_launches=args.all_launches)
     except (FileNotFoundError, ConfigError) as exc:
         print(f"attnbench report: error: {exc}", file=sys.stderr)
         return 2
     status = Counter(str(r.res.get("status")) for r in rep.runs)
     print(f"{len(rep.runs)} runs ({', '.join(f'{n} {s}' for s, n in status.items())}), "
           f"{len(rep.comparison.variants)} variants")
+    for note in rep.launch_notes:
+        print(f"note: {note}")
     if note := edge_note(rep.comparison):  # empty without --tune
         print(f"note: {note}")
     if note := confirm_note(rep.comparison):

@@ -165,11 +165,13 @@ def _env_line(runs: list[Run]) -> str:
 
 
 def write_markdown(path: Path, runs: list[Run], sources: Sequence[Path], images: dict[str, Path],
-                   comp: Optional[Comparison] = None, legend_note: str = "", confirm: Sequence[str] = ()) -> Path:
+                   comp: Optional[Comparison] = None, legend_note: str = "", confirm: Sequence[str] = (),
+                   launch_notes: Sequence[str] = ()) -> Path:
     status = Counter(str(r.res.get("status")) for r in runs)
     out = ["# attnbench report", "",
            f"{len(runs)} runs from {', '.join(f'`{s}`' for s in sources)} "
            f"({', '.join(f'{n} {s}' for s, n in status.items())}).", "",
+           *[f"{n[0].upper()}{n[1:]}." for n in launch_notes], *([""] if launch_notes else []),
            f"Measured on: {_env_line(runs)}.", ""]
     if comp is not None:
         out += [f"## Variants ({len(comp.variants)})", "", variant_table(comp), "", _explain(comp), ""]
