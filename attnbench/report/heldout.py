@@ -15,22 +15,93 @@ so with more grid values and fewer seeds, and a CI over the same runs does not c
   variant's `selection` says so: `same_runs (optimistic)`; with a single value tried nothing was
   selected: `one_value`.
 When the grid values share no replicate at all (disjoint seeds), every job is a tuning job.
+`choose` applies the rule to one variant; `grid_edge` flags a choice at an end of the grid;
+`confirm_commands` writes the commands that run the held-out jobs.
 """
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
 
+from . import stats
 from .format import num
+from .tables import csv_row
 
 HELD_OUT = "held_out"
 SAME_RUNS = "same_runs (optimistic)"
 ONE_VALUE = "one_value"
 CONFIRM_SUFFIX = "_confirm"  # confirmation jobs go into <first report path>_confirm/c<i>
 LAUNCHER_PREFIXES = ("hydra/launcher=", "hydra.launcher.")  # Hydra overrides a confirmation job needs too
+
+
+def sort_values(values: list) -> list:
+    if all(num(v) for v in values):
+        return sorted(values)
+    return sorted(values, key=lambda v: json.dumps(v, default=str))
+
+
+def choose(v: Any, tune: Optional[str], objective: str, lower: bool, run_flat: dict,
+           replicates: Sequence[str]) -> None:
+    """Set the variant's tuned value (chosen on its tuning replicates), the jobs it is reported on and its
+    `selection` (see the module docstring). `run_flat`: id(run) -> flat config."""
+    if not tune:
+        v.chosen = v.at_value = list(v.runs)
+        return
+    values = sort_values(list(dict.fromkeys(run_flat[id(r)].get(tune) for r in v.runs)))
+    v.tuned_over = values
+    rep = {id(r): x for r, x in zip(v.runs, v.all_reps)}
+    at = {i: [r for r in v.runs if run_flat[id(r)].get(tune) == value] for i, value in enumerate(values)}
+    tuning = tuning_replicates([[rep[id(r)] for r in at[i]] for i in range(len(values))])
+    if not tuning:  # the values share no replicate: choose on every job, as nothing is held out
+        tuning = set(v.all_reps)
+    v.tuning_reps = sorted(tuning, key=lambda t: json.dumps(t, default=str))
+    best, best_mean = None, None
+    for i, value in enumerate(values):
+        est = stats.mean_ci([x for r in at[i] if r.ok and rep[id(r)] in tuning
+                             and num(x := csv_row(r).get(objective))])
+        v.tuned_means[value] = est
+        if est.mean is not None and (best_mean is None or (est.mean < best_mean if lower else est.mean > best_mean)):
+            best, best_mean = i, est.mean
+    if best is None:
+        v.tuned_value, v.chosen, v.at_value = None, [], []
+    else:
+        v.tuned_value, v.at_value = values[best], at[best]
+        # held out: replicates present only at the chosen value (a seed also run at another value is
+        # neither: the choice did not use it, but it is not a confirmation run either)
+        where = {}
+        for i in at:
+            for r in at[i]:
+                where.setdefault(rep[id(r)], set()).add(i)
+        held = [r for r in v.at_value if rep[id(r)] not in tuning and where[rep[id(r)]] == {best}]
+        v.chosen = held or list(v.at_value)
+        v.selection = selection_of(len(values), held)
+    v.tuned_edge = grid_edge(v.tuned_value, values)
+
+
+def grid_edge(value: Any, values: list) -> str:
+    """'lowest' or 'highest' when value is at an end of a numeric grid of at least two values, else ''.
+
+    A best value on the edge of its grid is not known to be an optimum: the trend may continue
+    past it (the Findings' first scans put most variants' best lr at the grid's top). The report
+    flags it rather than hiding it. A value whose jobs all failed still counts as tried: a
+    diverged higher lr does bracket the optimum."""
+    if value is None or len(values) < 2 or not all(num(x) for x in values):
+        return ""
+    return "lowest" if value == min(values) else "highest" if value == max(values) else ""
+
+
+def edge_note(comp: Any) -> str:
+    """One sentence naming the variants whose chosen tuned value is at the edge of its grid ('' if none)."""
+    at = [v for v in comp.variants if v.tuned_edge]
+    if not at:
+        return ""
+    names = ", ".join(f"{v.label} ({v.tuned_edge})" for v in at)
+    return (f"For {len(at)} of {len(comp.variants)} variants the chosen {comp.tune} is the lowest or highest value "
+            f"tried: {names}. The best value may lie outside the grid; extend it there before trusting those rows.")
 
 
 def tuning_replicates(reps_at: Sequence[Sequence[tuple]]) -> set:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from ..errors import ConfigError
-from . import heldout, stats
+from . import stats
 from .format import num
+from .heldout import choose, edge_note, grid_edge, sort_values  # noqa: F401 (edge_note, grid_edge: re-exported)
 from .runs import Run, differing, flat_config, parse_overrides, shorten
 from .tables import csv_row
 
@@ -90,12 +91,6 @@ class Comparison:
 # ----------------------------------------------------------------------------- keys and values
 def _drops(key: str, names: Sequence[str]) -> bool:
     return any(key == n or key.startswith(n + ".") for n in names)
-
-
-def _sort_values(values: list) -> list:
-    if all(num(v) for v in values):
-        return sorted(values)
-    return sorted(values, key=lambda v: json.dumps(v, default=str))
 
 
 def show(v: Any) -> str:
@@ -173,7 +168,7 @@ def group(runs: Sequence[Run], replicates: Sequence[str] = DEFAULT_REPLICATES, t
 
     for v in variants:
         v.all_reps = [replicate_of(r, run_flat[id(r)], replicates) for r in v.runs]
-        _choose(v, tune, objective, lower, run_flat, replicates)
+        choose(v, tune, objective, lower, run_flat, replicates)
         v.rows = [csv_row(r) for r in v.ok_runs]
         v.reps = [replicate_of(r, run_flat[id(r)], replicates) for r in v.ok_runs]
         v.stats = {fig: stats.mean_ci([row[fig] for row in v.rows if num(row.get(fig))]) for fig in figures}
@@ -184,64 +179,6 @@ def group(runs: Sequence[Run], replicates: Sequence[str] = DEFAULT_REPLICATES, t
         comp.baseline = find_baseline(variants, baseline, tune)
         _compare(comp)
     return comp
-
-
-def _choose(v: Variant, tune: Optional[str], objective: str, lower: bool, run_flat: dict,
-            replicates: Sequence[str]) -> None:
-    if not tune:
-        v.chosen = v.at_value = list(v.runs)
-        return
-    values = _sort_values(list(dict.fromkeys(run_flat[id(r)].get(tune) for r in v.runs)))
-    v.tuned_over = values
-    rep = {id(r): x for r, x in zip(v.runs, v.all_reps)}
-    at = {i: [r for r in v.runs if run_flat[id(r)].get(tune) == value] for i, value in enumerate(values)}
-    tuning = heldout.tuning_replicates([[rep[id(r)] for r in at[i]] for i in range(len(values))])
-    if not tuning:  # the values share no replicate: choose on every job, as nothing is held out
-        tuning = set(v.all_reps)
-    v.tuning_reps = sorted(tuning, key=lambda t: json.dumps(t, default=str))
-    best, best_mean = None, None
-    for i, value in enumerate(values):
-        est = stats.mean_ci([x for r in at[i] if r.ok and rep[id(r)] in tuning
-                             and num(x := csv_row(r).get(objective))])
-        v.tuned_means[value] = est
-        if est.mean is not None and (best_mean is None or (est.mean < best_mean if lower else est.mean > best_mean)):
-            best, best_mean = i, est.mean
-    if best is None:
-        v.tuned_value, v.chosen, v.at_value = None, [], []
-    else:
-        v.tuned_value, v.at_value = values[best], at[best]
-        # held out: replicates present only at the chosen value (a seed also run at another value is
-        # neither: the choice did not use it, but it is not a confirmation run either)
-        where = {}
-        for i in at:
-            for r in at[i]:
-                where.setdefault(rep[id(r)], set()).add(i)
-        held = [r for r in v.at_value if rep[id(r)] not in tuning and where[rep[id(r)]] == {best}]
-        v.chosen = held or list(v.at_value)
-        v.selection = heldout.selection_of(len(values), held)
-    v.tuned_edge = grid_edge(v.tuned_value, values)
-
-
-def grid_edge(value: Any, values: list) -> str:
-    """'lowest' or 'highest' when value is at an end of a numeric grid of at least two values, else ''.
-
-    A best value on the edge of its grid is not known to be an optimum: the trend may continue
-    past it (the Findings' first scans put most variants' best lr at the grid's top). The report
-    flags it rather than hiding it. A value whose jobs all failed still counts as tried: a
-    diverged higher lr does bracket the optimum."""
-    if value is None or len(values) < 2 or not all(num(x) for x in values):
-        return ""
-    return "lowest" if value == min(values) else "highest" if value == max(values) else ""
-
-
-def edge_note(comp: "Comparison") -> str:
-    """One sentence naming the variants whose chosen tuned value is at the edge of its grid ('' if none)."""
-    at = [v for v in comp.variants if v.tuned_edge]
-    if not at:
-        return ""
-    names = ", ".join(f"{v.label} ({v.tuned_edge})" for v in at)
-    return (f"For {len(at)} of {len(comp.variants)} variants the chosen {comp.tune} is the lowest or highest value "
-            f"tried: {names}. The best value may lie outside the grid; extend it there before trusting those rows.")
 
 
 def _label(variants: list[Variant]) -> list[str]:
@@ -371,7 +308,7 @@ def variant_rows(comp: Comparison) -> list[dict[str, Any]]:
 def _reps_text(reps: Sequence[tuple]) -> str:
     """'seed=0,1,2' for a list of replicates ((key, value), ...)."""
     keys = dict.fromkeys(k for rep in reps for k, _ in rep)
-    return " ".join(f"{k}=" + ",".join(show(x) for x in _sort_values(list(dict.fromkeys(dict(rep).get(k)
+    return " ".join(f"{k}=" + ",".join(show(x) for x in sort_values(list(dict.fromkeys(dict(rep).get(k)
                                                                                     for rep in reps))))
                     for k in keys)
 
