@@ -9,6 +9,7 @@
     plots.py      the PNG plots
     build.py      collect -> variants -> tables -> plots -> report.md
     wandb_run.py  the optional W&B report run
+    dashboard*.py the optional W&B workspace view and report (--wandb-dashboard, --push)
     console.py    the plain-text rendering the CLI prints after a job
     cli.py        argument parsing
 """

@@ -9,6 +9,8 @@ resolved config minus the `--replicates` keys and the `--tune` key (see variants
 Failed jobs are rows with their status and error, left out of the statistics and counted
 as `n_failed`; plots skip what they lack. `--wandb` also logs the table and the
 plots to one W&B "report" run in the sweep's group (offline unless told otherwise).
+`--wandb-dashboard` (and `--push`) builds a W&B workspace view and report of the variants
+(see dashboard.py and dashboard_save.py).
 """
 from __future__ import annotations
 
@@ -53,7 +55,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="default: $WANDB_MODE, else offline")
     parser.add_argument("--wandb-project", help="default: the runs' logger.project")
     parser.add_argument("--wandb-entity", help="default: the runs' logger.entity")
-    parser.add_argument("--wandb-timeout", type=float, default=30.0, help="bound on W&B init and finish (s)")
+    parser.add_argument("--wandb-timeout", type=float, default=30.0,
+                        help="bound on W&B init and finish, and on saving the dashboard (s)")
+    parser.add_argument("--wandb-dashboard", action="store_true",
+                        help="also build a W&B workspace view and a W&B report of the variants (wandb-workspaces): "
+                             "written to <out>/wandb_workspace.json and wandb_report.json; saved to W&B when online "
+                             "with credentials")
+    parser.add_argument("--push", action="store_true",
+                        help="save the dashboard to W&B now (after `wandb sync`; needs credentials, else exit 2)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="attnbench report: %(levelname)s: %(message)s")
     try:
@@ -81,5 +90,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         where = log_report(rep, args.paths, args.out or Path(args.paths[0]) / "report", mode=args.wandb_mode,
                            project=args.wandb_project, entity=args.wandb_entity, timeout_s=args.wandb_timeout)
         print(f"W&B report run: {where}" if where else "W&B report run: not logged (see the warning above)")
+    if args.wandb_dashboard or args.push:
+        from .dashboard_save import run_dashboard
+
+        return run_dashboard(rep, args, list(sys.argv[1:] if argv is None else argv),
+                             args.out or Path(args.paths[0]) / "report")
     return 0
 
