@@ -7,7 +7,7 @@ from torch import nn
 
 from .flops import flops_per_token_fwd, flops_per_token_train
 from ..device import DTYPES
-from ..model import kv_cache_bytes_per_token, param_breakdown
+from ..model import kv_cache_bytes_per_token, param_breakdown, recurrent_state_bytes
 from ..config.spec import as_spec
 
 
@@ -33,5 +33,7 @@ def model_figures(cfg: Any, model: nn.Module) -> dict:
         "flops_per_token_train": flops_per_token_train(spec, T),
         "flops_seq_len": T,
         "kv_cache_bytes_per_token": kv_cache_bytes_per_token(spec, elem),
+        # per sequence, constant in its length: attn=linear's recurrent state (0 for a KV cache)
+        "recurrent_state_bytes": recurrent_state_bytes(spec, elem),
         "init_std": spec.init_std,  # model.init_std=null resolved to 1/sqrt(d_model)
     }

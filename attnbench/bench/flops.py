@@ -20,7 +20,9 @@ Decoding token n after a prompt of T tokens sees min(T+n, w) keys (the query at
 absolute position p sees p+1 keys, capped by the window), so
 `flops_per_token_decode` averages k̄ over the generated positions.
 
-attn=mla replaces the projection and score terms (see `mla_layer_flops`): its keys and values
+attn=diff and attn=linear keep the projection term and replace the score term with their own
+(`attention_flops` in model/differential.py, model/linear_attention.py; linear attention's decode
+term does not depend on the context). attn=mla replaces the projection and score terms (see `mla_layer_flops`): its keys and values
 are up-projected from the cached latent, once per token in a full pass but for every cached
 key on each decode step, unless `attn.absorb` folds the up-projections into the query and output.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..config.spec import Spec, as_spec
+from ..model.mechanism import mechanism_of
 
 
 def mean_keys(T: int, causal: bool = True, window: Optional[int] = None) -> float:
@@ -72,7 +75,8 @@ def _flops_per_token(spec: Spec, keys: float, decode: bool = False) -> float:
         return L * (mla_layer_flops(spec, keys, decode) + ffn_flops_per_token(spec)) + 2 * d * V
     D, Hkv = spec.head_dim, spec.n_kv_heads
     proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d + 2 * d * spec.gate_dim
-    attn = 2 * 2 * H * D * keys
+    mech = mechanism_of(spec.cfg)  # attn=diff / linear count their own token mixing
+    attn = mech.attention_flops(spec, keys, decode) if mech is not None else 2 * 2 * H * D * keys
     return L * (proj + attn + ffn_flops_per_token(spec)) + 2 * d * V
 
 

@@ -100,11 +100,12 @@ def _decode(spec, model, B, T, device, dtype) -> Step:
     with torch.inference_mode(), dev.autocast(device, dtype):
         cache = model.init_cache(B, _cache_len(spec, T), device, dtype)
         first = model(idx, cache)[:, -1:].argmax(-1)  # (B, 1)
+        prompt = cache.snapshot()  # a KV cache: its position; attn=linear's recurrent state: a copy of it
 
     def fn():
-        cache.pos = T  # rewind: every call decodes the same n_new positions after the prompt
         tok = first
         with torch.inference_mode(), dev.autocast(device, dtype):
+            cache.restore(prompt)  # rewind: every call decodes the same n_new positions after the prompt
             for _ in range(n_new):
                 tok = model(tok, cache)[:, -1:].argmax(-1)  # (B, 1)
         return tok

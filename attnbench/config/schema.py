@@ -31,6 +31,11 @@ class AttnConfig:
     rope_head_dim: Optional[int] = None  # decoupled RoPE q/k dims (one key shared by all heads); null = D/2
     v_head_dim: Optional[int] = None  # null = D
     absorb: bool = False  # decode steps fold the up-projections into the query and output
+    # attn=diff (Differential Transformer, model/differential.py): null = 0.8 - 0.6·exp(-0.3·(l-1)) per layer l
+    lambda_init: Optional[float] = None
+    # attn=linear (Katharopoulos et al. 2020, model/linear_attention.py); set by conf/attn/linear.yaml
+    feature_map: Optional[str] = None  # elu1 | relu | taylor2
+    chunk_size: Optional[int] = None  # tokens per chunk of the parallel (training / prefill) form
 
 
 @dataclass

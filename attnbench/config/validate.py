@@ -32,6 +32,7 @@ def validate(cfg: DictConfig) -> None:
     from ..model.layout import resolve_layout
     from ..model import gating, sinks
     from ..model.mla import config_problem as mla_config_problem
+    from ..model.mechanism import config_problem as mechanism_problem, mechanism_of
 
     m, a = cfg.model, cfg.attn
     _check_known_keys(cfg)
@@ -79,9 +80,15 @@ def validate(cfg: DictConfig) -> None:
         registry.REGISTRIES[key].get(_axis_name(cfg, key))  # unknown names → ConfigError
     device = resolve_device(cfg.device)
     kernel = registry.KERNELS.get(a.impl)()
-    problem = kernel.unsupported(kernel_requirements(cfg, device.type))
+    # attn=diff / linear first: their own capabilities, and their fields set without them
+    problem = mechanism_problem(cfg, kernel)
     if problem:
-        raise ConfigError(f"attn.impl={a.impl}: {problem}")
+        raise ConfigError(problem)
+    mechanism = mechanism_of(cfg)
+    if mechanism is None or mechanism.uses_kernel:  # attn=linear calls no kernel: nothing to ask of it
+        problem = kernel.unsupported(kernel_requirements(cfg, device.type))
+        if problem:
+            raise ConfigError(f"attn.impl={a.impl}: {problem}")
     problem = mla_config_problem(cfg, kernel)  # attn=mla dims, pos and kernel; MLA fields without attn=mla
     if problem:
         raise ConfigError(problem)

@@ -8,6 +8,7 @@ from torch import nn
 
 from . import ffn, kernels, norm, position  # noqa: F401  (importing a component registers it)
 from .gpt import GPT
+from .mechanism import mechanism_of
 
 
 def build_model(cfg: Any, vocab_size: Optional[int] = None) -> GPT:
@@ -58,4 +59,17 @@ def kv_cache_bytes_per_token(cfg: Any, bytes_per_element: int = 4) -> int:
     spec = as_spec(cfg)
     if spec.mla is not None:
         return spec.n_layers * (spec.mla.kv_rank + spec.mla.rope) * bytes_per_element
+    mech = mechanism_of(spec.cfg)
+    if mech is not None:  # attn=linear: 0 (its state does not grow); attn=diff: MHA's
+        return mech.kv_bytes_per_token(spec, bytes_per_element)
     return 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * bytes_per_element
+
+
+def recurrent_state_bytes(cfg: Any, bytes_per_element: int = 4) -> int:
+    """Decoding-state bytes per sequence that do not grow with its length (all layers): attn=linear's
+    S and z; 0 for attention with a KV cache. Takes a resolved spec or a config."""
+    from ..config.spec import as_spec
+
+    spec = as_spec(cfg)
+    mech = mechanism_of(spec.cfg)
+    return mech.state_bytes(spec, bytes_per_element) if mech is not None else 0

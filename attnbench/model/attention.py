@@ -47,6 +47,13 @@ class KVCache:
     def advance(self, T: int) -> None:
         self.pos += T
 
+    def snapshot(self) -> int:
+        return self.pos
+
+    def restore(self, snap: int) -> None:
+        """Back to a snapshot: what was written after it is overwritten by the next update."""
+        self.pos = snap
+
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() * 2
 

@@ -16,7 +16,8 @@ from ..registry import FFNS, NORMS, POSITIONAL
 from .attention import AttnContext, CausalSelfAttention, KVCache
 from .gating import build_gate
 from .kernels import MaskSpec, get_kernel
-from . import mla
+from . import differential, linear_attention, mla  # noqa: F401  (importing a mechanism registers it)
+from .mechanism import mechanism_of
 
 if TYPE_CHECKING:
     from ..config.spec import Spec
@@ -57,19 +58,27 @@ class GPT(nn.Module):
         norm = partial(NORMS.get(cfg.norm.name), bias=bias)
         ffn = FFNS.get(cfg.ffn.name)
         qk_norm = cfg.norm.qk_norm
+        self.mechanism = mechanism_of(cfg)  # attn=diff / linear (model/mechanism.py); None = softmax or MLA
+
+        def attention(layer: int) -> nn.Module:
+            if self.mechanism is not None:
+                return self.mechanism.build(spec, get_kernel(a.impl), layer)
+            if spec.mla is not None:
+                return mla.build(spec, get_kernel(a.impl))
+            return CausalSelfAttention(d, spec.n_heads, spec.n_kv_heads, get_kernel(a.impl), a.window,
+                                       a.qkv_bias, a.dropout, m.dropout,
+                                       q_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
+                                       k_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
+                                       softcap=a.softcap, out_bias=bias,
+                                       gate=build_gate(cfg, d, spec.n_heads, spec.head_dim), sinks=bool(a.sinks))
+
         self.blocks = nn.ModuleList(
             Block(
-                mla.build(spec, get_kernel(a.impl)) if spec.mla is not None else
-                CausalSelfAttention(d, spec.n_heads, spec.n_kv_heads, get_kernel(a.impl), a.window,
-                                    a.qkv_bias, a.dropout, m.dropout,
-                                    q_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
-                                    k_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
-                                    softcap=a.softcap, out_bias=bias,
-                                    gate=build_gate(cfg, d, spec.n_heads, spec.head_dim), sinks=bool(a.sinks)),
+                attention(i),
                 ffn(d, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout, approximate=cfg.ffn.approximate, bias=bias),
                 norm(d, cfg.norm.eps), norm(d, cfg.norm.eps), cfg.norm.placement,
             )
-            for _ in range(spec.n_layers)
+            for i in range(spec.n_layers)
         )
         # Post-LN blocks already end in a norm; a final norm is the pre-LN convention.
         self.norm_f = norm(d, cfg.norm.eps) if self.pre_norm else nn.Identity()
@@ -97,13 +106,18 @@ class GPT(nn.Module):
 
     def init_cache(self, batch_size: int, max_len: int, device: Optional[torch.device] = None,
                    dtype: Optional[torch.dtype] = None) -> KVCache:
-        """An empty KV cache for `max_len` tokens; GQA/MQA store only n_kv_heads."""
-        kernel = self.blocks[0].attn.kernel
-        if not kernel.supports_cache:  # it would ignore the cache and silently attend to the chunk only
+        """An empty KV cache for `max_len` tokens; GQA/MQA store only n_kv_heads. attn=linear: its
+        constant recurrent state (model/linear_attention.py), whatever `max_len`."""
+        kernel = getattr(self.blocks[0].attn, "kernel", None)  # attn=linear has none
+        if kernel is not None and not kernel.supports_cache:  # it would ignore the cache and silently attend to the chunk only
             raise ValueError(f"attn.impl={kernel.name} has no KV cache; use another attn.impl for decoding")
         if self.pos.max_len is not None and max_len > self.pos.max_len:
             raise ValueError(f"max_len={max_len} > model.context_length={self.pos.max_len} with pos=learned")
         ref = self.wte.weight
+        own = self.mechanism.init_cache(self, batch_size, max_len, device or ref.device, dtype or ref.dtype) \
+            if self.mechanism is not None else None
+        if own is not None:
+            return own
         if isinstance(self.blocks[0].attn, mla.MultiHeadLatentAttention):  # only the latent + shared RoPE key
             d = self.blocks[0].attn.dims
             return mla.LatentCache(self.n_layers, batch_size, max_len, d.kv_rank, d.rope,

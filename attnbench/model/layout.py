@@ -59,7 +59,9 @@ class MLADims:
 
 
 def rotary_dim(cfg: Any) -> int:
-    """Channels per head that RoPE rotates: d_model / n_heads, or attn=mla's decoupled rope_head_dim."""
+    """Channels per head that RoPE rotates: d_model / n_heads, attn=mla's decoupled rope_head_dim, attn=diff's half."""
     if cfg.attn.name == "mla":
         return MLADims.from_cfg(cfg).rope
+    if cfg.attn.name == "diff":  # each d = D/2 half of q and k is rotated on its own (model/differential.py)
+        return cfg.model.d_model // cfg.attn.n_heads // 2
     return cfg.model.d_model // cfg.attn.n_heads

@@ -90,6 +90,12 @@ class LatentCache:
     def advance(self, T: int) -> None:
         self.pos += T
 
+    def snapshot(self) -> int:
+        return self.pos
+
+    def restore(self, snap: int) -> None:
+        self.pos = snap
+
     def nbytes(self) -> int:
         return self.kv.numel() * self.kv.element_size()
 

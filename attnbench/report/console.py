@@ -18,7 +18,8 @@ def format_results(res: dict) -> str:
     if m:
         comp = ", ".join(f"{k} {_fmt(v)}" for k, v in m.get("params_by_component", {}).items())
         out.append(f"params: {_fmt(m.get('params'))} (non-embedding {_fmt(m.get('non_embedding_params'))}; {comp})")
-        out.append(f"KV cache: {_fmt(m.get('kv_cache_bytes_per_token'))} bytes/token   "
+        state = f" + {_fmt(m['recurrent_state_bytes'])} bytes of state/sequence" if m.get("recurrent_state_bytes") else ""
+        out.append(f"KV cache: {_fmt(m.get('kv_cache_bytes_per_token'))} bytes/token{state}   "
                    f"FLOPs/token: fwd {_fmt(m.get('flops_per_token_fwd'))}, train {_fmt(m.get('flops_per_token_train'))}"
                    f" (T={m.get('flops_seq_len')})")
     if res.get("bench"):

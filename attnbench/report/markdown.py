@@ -55,6 +55,8 @@ def table_columns(runs: list[Run]) -> list[tuple[str, list[str]]]:
         else "forward"
     cols.append(_bench_column(runs, mem_mode, "peak_mem_bytes", f"{mem_mode.replace('_', ' ')} peak mem", fmt_bytes))
     cols.append(("KV bytes/token", [fmt_num(m.get("kv_cache_bytes_per_token")) for m in model]))
+    if any(m.get("recurrent_state_bytes") for m in model):  # attn=linear: a constant state instead
+        cols.append(("state bytes/seq", [fmt_num(m.get("recurrent_state_bytes")) for m in model]))
     if any(r.train for r in runs):
         cols.append(("val loss", [f"{v:.3f}" if num(v := r.train.get("val_loss")) else "-" for r in runs]))
         names = {r.train.get("metric_name") for r in runs if r.train.get("metric_name")}
@@ -123,6 +125,10 @@ def variant_columns(comp: Comparison) -> list[tuple[str, list[str]]]:
         cols.append(("params", [fmt_num(v.stats["params"].mean) for v in vs]))
     if has("kv_cache_bytes_per_token"):
         cols.append(("KV bytes/token", [fmt_num(v.stats["kv_cache_bytes_per_token"].mean) for v in vs]))
+    if has("recurrent_state_bytes") and any(v.stats["recurrent_state_bytes"].mean for v in vs
+                                            if "recurrent_state_bytes" in v.stats):
+        cols.append(("state bytes/seq", [fmt_num(v.stats["recurrent_state_bytes"].mean)
+                                         if "recurrent_state_bytes" in v.stats else "-" for v in vs]))
     return cols
 
 

@@ -16,7 +16,7 @@ def csv_row(run: Run) -> dict[str, Any]:
                            "status": res.get("status"), "error": res.get("error"),
                            "overrides": " ".join(run.overrides), "run_dir": str(run.dir)}
     row.update({k: m.get(k) for k in ("params", "non_embedding_params", "flops_per_token_fwd",
-                                      "flops_per_token_train", "kv_cache_bytes_per_token")})
+                                      "flops_per_token_train", "kv_cache_bytes_per_token", "recurrent_state_bytes")})
     for mode in BENCH_MODES:
         pt = largest_ok(res.get("bench"), mode) or {}
         for k in ("seq_len", "median_ms", "p10_ms", "p90_ms", "tokens_per_s", "peak_mem_bytes", "mfu"):
