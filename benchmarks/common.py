@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import time
 from typing import Callable
 
 import torch
@@ -46,8 +47,8 @@ def machine() -> str:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, repeats: int, warmup: int,
-                device: torch.device = CPU) -> dict[str, list[float]]:
-    """name → all timed samples (ms), candidates alternating block by block."""
+                device: torch.device = CPU, timer: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """name → all timed samples (ms), candidates alternating block by block (`timer`: see time_call)."""
     for fn in fns.values():
         time_call(fn, device, warmup=warmup, repeats=1)
     samples: dict[str, list[float]] = {name: [] for name in fns}
@@ -55,7 +56,7 @@ def interleaved(fns: dict[str, Callable[[], object]], rounds: int, repeats: int,
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             # warmup=1: one untimed call after switching candidates (caches, thread pools)
-            samples[name] += time_call(fns[name], device, warmup=1, repeats=repeats).samples_ms
+            samples[name] += time_call(fns[name], device, warmup=1, repeats=repeats, timer=timer).samples_ms
     return samples
 
 

@@ -39,10 +39,12 @@ def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]
 
 
 def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
-              first: Callable[[], object] | None = None) -> Timing:
+              first: Callable[[], object] | None = None, timer: Callable[[], float] = time.perf_counter) -> Timing:
     """Run `first` (default `fn`) once, then `warmup - 1` more untimed calls, then `repeats` timed ones.
 
-    `first` lets the caller wrap the first call (e.g. to see which SDPA backend ran)."""
+    `first` lets the caller wrap the first call (e.g. to see which SDPA backend ran). `timer` is the
+    clock of the timed samples: wall time by default; `time.process_time` counts only this process's
+    CPU time (benchmarks on a shared CPU, one thread), which other jobs' load does not inflate."""
     if repeats < 1:
         raise ValueError(f"bench.repeats={repeats}: must be >= 1")
     run = synced(fn, device)
@@ -51,6 +53,6 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repea
     first_ms = (time.perf_counter() - t0) * 1e3
     for _ in range(max(warmup - 1, 0)):
         run()
-    samples = [s * 1e3 for s in timeit.Timer(run, timer=time.perf_counter).repeat(repeat=repeats, number=1)]
+    samples = [s * 1e3 for s in timeit.Timer(run, timer=timer).repeat(repeat=repeats, number=1)]
     p10, med, p90 = np.percentile(samples, [10, 50, 90])
     return Timing(float(med), float(p10), float(p90), repeats, first_ms, tuple(samples))

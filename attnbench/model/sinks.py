@@ -46,17 +46,15 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: "kernels.MaskSpec"
     q (B, H, T, D); k, v (B, Hkv, S, D); sinks (H,) → (B, H, T, D)."""
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
-    E = D + _pad(D, q.device)
+    P = _pad(D, q.device)
     causal_fast = bias is None and spec.window is None and spec.causal and spec.q_offset == 0 and T == S
     shift = 1 if causal_fast else 0  # the dummy query row that lines is_causal up with the sink key
-    qs = q.new_zeros(B, H, T + shift, E)
-    qs[:, :, shift:, :D] = q
+    # One F.pad per tensor (zeros: real keys get 0 in the sink channel), then two small in-place writes.
+    qs = F.pad(q, (0, P, shift, 0))  # (B, H, shift + T, D + P)
     qs[..., D] = (sinks / scale).to(q.dtype).view(1, H, 1)
-    ks = k.new_zeros(B, Hkv, S + 1, E)  # (B, Hkv, 1 + S, E): the sink key, then the real keys
-    ks[:, :, 1:, :D] = k
+    ks = F.pad(k, (0, P, 1, 0))  # (B, Hkv, 1 + S, D + P): the sink key, then the real keys
     ks[:, :, 0, D] = 1.0
-    vs = v.new_zeros(B, Hkv, S + 1, E)  # same width as q/k: CPU flash wants equal head dims
-    vs[:, :, 1:, :D] = v
+    vs = F.pad(v, (0, P, 1, 0))  # the sink's value is 0; same width as q/k (CPU flash wants equal head dims)
     kw = dict(scale=scale, dropout_p=dropout, enable_gqa=Hkv != H)
     if causal_fast:
         return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, **kw)[:, :, 1:, :D]
