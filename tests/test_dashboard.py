@@ -199,3 +199,44 @@ def test_no_wandb_runs_is_a_clear_error(tmp_path, capsys):
     assert report.main([str(tmp_path), "--wandb-dashboard"]) == 2
     assert "no job under the paths has a W&B run" in capsys.readouterr().err
     assert not (tmp_path / "report" / "wandb_workspace.json").exists()
+
+
+def _leet(path: Path) -> dict:
+    """A run file decoded by wandb itself: `wandb leet inspect --json` (wandb-core's reader), merged."""
+    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    out: dict = {"config": {}, "summary": {}, "history": [], "exit_code": None}
+    for rec in map(json.loads, proc.stdout.splitlines()):
+        kind, body = rec["type"], rec.get(rec["type"]) or {}
+        if kind == "run":
+            out["run"] = body
+            out["config"].update(body.get("config", {}).get("update", {}))
+        elif kind in ("config", "summary"):
+            out[kind].update(body.get("update", {}))
+            for key in body.get("remove", {}) or {}:
+                out[kind].pop(key, None)
+        elif kind == "history":
+            out["history"].append(body["item"])
+        elif kind == "exit":
+            out["exit_code"] = body.get("exit_code", 0)
+    return out
+
+
+def test_reader_agrees_with_wandbs_own_decoder(sweep):
+    """wandb_reader.py decodes the .wandb format itself (see its docstring); wandb's CLI decodes it too."""
+    for res, ours in (_jobs(sweep)[0], next(j for j in _jobs(sweep) if j[0]["status"] != "ok")):
+        theirs = _leet(ours.path)
+        run = theirs["run"]
+        assert (ours.run_id, ours.project, ours.name, ours.group, ours.job_type, ours.tags) == (
+            run["run_id"], run["project"], run["display_name"], run["run_group"], run["job_type"], run["tags"])
+        assert ours.exit_code == theirs["exit_code"] == (0 if res["status"] == "ok" else 1)
+        theirs["config"].pop("_wandb", None)
+        assert ours.config == theirs["config"]  # attnbench's config is flat: the same keys either way
+        assert len(ours.history) == len(theirs["history"]) >= 1
+        for mine, other in zip(ours.history, theirs["history"]):
+            assert {k: v for k, v in mine.items() if not isinstance(v, dict)} == \
+                   {k: v for k, v in other.items() if "." not in k}  # leet writes nested keys as a.b
+        flat = {k: v for k, v in ours.summary.items() if not isinstance(v, dict)}
+        assert flat == {k: v for k, v in theirs["summary"].items() if "." not in k}
+        assert ("train/val_loss" in flat) == (res["status"] == "ok") and flat["status"] == res["status"]

@@ -6,6 +6,19 @@ Each chunk is crc32 (4 bytes LE, over the type byte and the data), length (2 byt
 LE), type (1 full, 2 first, 3 middle, 4 last) and data; a block tail shorter than a
 chunk header is zero padding. A record is one `wandb_internal_pb2.Record` protobuf.
 A truncated or corrupt tail ends the read, as in LevelDB.
+
+Why a decoder of our own (checked for wandb 0.31 and PyPI, 2026-12): wandb has no Python reader of
+this file any more; the old one (`wandb.sdk.internal.datastore`) went with the legacy Python backend,
+and `wandb.sdk.internal` now holds three unrelated modules. The maintained decoder is wandb-core's
+(Go), reachable only as the CLI `wandb leet inspect --json FILE`: one subprocess per file, 1.5-1.8 s
+wall (0.45 s CPU) per job file here against ~30 ms for `read_run`, too slow for the sink's polling of
+the exit record and for a 400-job report; and its JSON joins nested keys with dots
+(`_wandb.runtime`), which cannot be told apart from attnbench's flat dotted config keys (`attn.name`).
+No maintained package on PyPI reads the format either (wandb-osh and wandb-offline-sync only trigger
+`wandb sync`; wandb-export and wandb-tui read the online API). So this module decodes the file, with
+the record types from wandb's own protobufs (`wandb.proto`), and a test
+(tests/test_dashboard.py::test_reader_agrees_with_wandbs_own_decoder) checks it against
+`wandb leet inspect --json` on real runs: identity, exit code, config, history and summary.
 """
 from __future__ import annotations
 
