@@ -130,8 +130,8 @@ class CausalSelfAttention(nn.Module):
 
 def first_token_mass(q: Tensor, k: Tensor, spec: MaskSpec, scale: float, bias: Optional[Tensor],
                      softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
-    """Mean attention probability on key 0 (the first token) over heads and over the queries at
-    positions >= 1 that may see it (query 0 can attend nowhere else); a 0-d tensor, nan if none may.
+    """Mean attention probability on key 0 (the first token) per head, over the batch and the queries
+    at positions >= 1 that may see it (query 0 can attend nowhere else); (H,), nan if none may.
     The attention-sink measure of Xiao et al. 2023 and Qiu et al. 2025. q (B, H, T, D), k (B, Hkv, S, D)."""
     from .kernels import manual_attention
 
@@ -143,7 +143,7 @@ def first_token_mass(q: Tensor, k: Tensor, spec: MaskSpec, scale: float, bias: O
                           sinks=sinks)[..., 0]  # (B, H, T)
     pos = torch.arange(spec.q_offset, spec.q_offset + T, device=q.device)
     sees = (pos >= 1) & allowed_mask(T, S, spec, q.device)[:, 0]  # (T,)
-    return p0[:, :, sees].mean()
+    return p0[:, :, sees].mean(dim=(0, 2))
 
 
 def max_logit(q: Tensor, k: Tensor, spec: MaskSpec, scale: float) -> Tensor:

@@ -1,7 +1,7 @@
 """Attention-sink probes, measured on one validation batch after training (Finding 11):
 
 - `first_token_attention`: mean attention probability on the first token, over layers, heads and
-  the queries at positions >= 1 that may see it (Xiao et al. 2023's attention sink; Qiu et al. 2025
+  the queries at positions >= 1 that may see it (`first_token_attn`; the largest head: `first_token_attn_max`) (Xiao et al. 2023's attention sink; Qiu et al. 2025
   report it falls from ~0.47 to ~0.05 with output gating at 1.7B parameters);
 - `max_activation`: max |h| of the residual stream after any block (the "massive activations" of
   Sun et al. 2024, which Qiu et al. tie to the sink);
@@ -42,10 +42,14 @@ def _recorded(model: nn.Module, idx: Tensor, flag: str, value: str) -> list[Tens
             setattr(m, value, None)
 
 
-def first_token_attention(model: nn.Module, idx: Tensor) -> Optional[float]:
-    """Mean attention on key 0 over layers, heads and the queries that see it; idx (B, T)."""
+def first_token_attention(model: nn.Module, idx: Tensor, reduce: str = "mean") -> Optional[float]:
+    """Attention on key 0, averaged per head over the queries that see it, then the mean (or, with
+    reduce="max", the largest) over layers and heads; idx (B, T). A sink may live in a few heads only."""
     seen = _recorded(model, idx, "record_first_token", "first_token")
-    return float(torch.stack(seen).nanmean()) if seen else None
+    if not seen:
+        return None
+    per_head = torch.cat(seen)  # (layers · H,)
+    return float(per_head.nanmean() if reduce == "mean" else per_head.nan_to_num(0.0).max())
 
 
 def mean_gate(model: nn.Module, idx: Tensor) -> Optional[float]:
@@ -72,5 +76,6 @@ def max_activation(model: nn.Module, idx: Tensor) -> Optional[float]:
 
 def sink_probes(model: nn.Module, idx: Tensor) -> dict:
     """The results keys first_token_attn, max_activation and mean_gate for one batch."""
-    return {"first_token_attn": first_token_attention(model, idx), "max_activation": max_activation(model, idx),
-            "mean_gate": mean_gate(model, idx)}
+    return {"first_token_attn": first_token_attention(model, idx),
+            "first_token_attn_max": first_token_attention(model, idx, reduce="max"),
+            "max_activation": max_activation(model, idx), "mean_gate": mean_gate(model, idx)}

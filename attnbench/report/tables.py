@@ -25,7 +25,8 @@ def csv_row(run: Run) -> dict[str, Any]:
     for k in ("status", "steps", "tokens", "wall_s", "tokens_per_s", "train_loss", "val_loss", "metric_name", "metric"):
         row[f"train_{k}" if k in ("status", "steps", "tokens", "wall_s", "tokens_per_s") else k] = tr.get(k)
     # probes of the trained model (Findings 10, 11): the report gives each a mean ± CI per variant
-    row.update({k: tr.get(k) for k in ("max_attn_logit", "first_token_attn", "max_activation", "mean_gate")})
+    row.update({k: tr.get(k) for k in ("max_attn_logit", "first_token_attn", "first_token_attn_max", "max_activation",
+                                       "mean_gate")})
     by_len = tr.get("val_loss_by_len") if isinstance(tr.get("val_loss_by_len"), dict) else {}
     for t, v in sorted(by_len.items(), key=lambda kv: (not str(kv[0]).isdigit(), int(kv[0]) if str(kv[0]).isdigit()
                                                        else 0, str(kv[0]))):
