@@ -157,3 +157,19 @@ def test_gate_state_dict_keys_and_kernels_agree():
 def test_impossible_gates_are_rejected_up_front(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config([*TINY, *overrides])
+
+
+def test_gating_lr_preset_composes_every_point_of_its_grid():
+    from omegaconf import OmegaConf
+
+    from attnbench.config.compose import conf_dir
+
+    raw = OmegaConf.load(conf_dir() / "experiment" / "gating_lr.yaml")
+    params = {k: [v.strip() for v in str(val).split(",")] for k, val in raw.hydra.sweeper.params.items()}
+    assert params["attn.gate"] == ["none", "headwise", "elementwise"] and params["seed"] == ["0", "1", "2"]
+    assert len(params["train.lr"]) >= 4  # the best lr must be able to sit inside the grid
+    for gate in params["attn.gate"]:
+        for lr in params["train.lr"]:
+            cfg = load_config(["experiment=gating_lr", f"attn.gate={gate}", f"train.lr={lr}", "logger=none"])
+            assert cfg.attn.gate == gate and cfg.train.lr == float(lr) and cfg.stages == ["train"]
+    assert build_model(cfg).blocks[0].attn.gate.kind == "elementwise"

@@ -182,3 +182,18 @@ def test_sdpa_flash_on_cuda_is_rejected_with_sinks():
     reason = get_kernel("sdpa_flash").unsupported(Requirements(device="cuda", sinks=True, dtype="bfloat16"))
     assert reason and "attn.sinks" in reason
     assert get_kernel("sdpa_flash").unsupported(Requirements(device="cpu", sinks=True)) is None
+
+
+def test_sinks_window_preset_trains_dense_and_evaluates_through_a_window():
+    from omegaconf import OmegaConf
+
+    from attnbench.config.compose import conf_dir
+
+    raw = OmegaConf.load(conf_dir() / "experiment" / "sinks_window.yaml")
+    params = {k: [v.strip() for v in str(val).split(",")] for k, val in raw.hydra.sweeper.params.items()}
+    assert params["attn.sinks"] == ["false", "true"] and params["seed"] == ["0", "1", "2"]
+    for sinks in params["attn.sinks"]:
+        for lr in params["train.lr"]:
+            cfg = load_config(["experiment=sinks_window", f"attn.sinks={sinks}", f"train.lr={lr}", "logger=none"])
+            assert cfg.attn.window is None and cfg.train.eval_window < cfg.train.seq_len
+            assert min(cfg.train.eval_seq_lens) > cfg.train.eval_window  # every evaluation is past the window
