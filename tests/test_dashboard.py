@@ -240,3 +240,68 @@ def test_reader_agrees_with_wandbs_own_decoder(sweep):
         flat = {k: v for k, v in ours.summary.items() if not isinstance(v, dict)}
         assert flat == {k: v for k, v in theirs["summary"].items() if "." not in k}
         assert ("train/val_loss" in flat) == (res["status"] == "ok") and flat["status"] == res["status"]
+
+
+class _FakeWandb:
+    """A local stand-in for W&B's GraphQL endpoint: answers the queries a push makes and records them."""
+
+    VIEW = {"id": "VIEW1", "name": "nw-abc123-v", "type": "runs", "displayName": "d", "description": "",
+            "project": {"id": "1", "name": "attnbench", "entityName": "me"}, "spec": "{}",
+            "updatedAt": "2026-12-07T00:00:00"}
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        calls = self.calls = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                q = req.get("query", "")
+                calls.append(req)
+                data = ({"upsertView": {"view": _FakeWandb.VIEW, "inserted": True}} if "upsertView" in q else
+                        {"project": {"internalId": "P1"}} if "internalId" in q else
+                        {"viewer": {"id": "u", "entity": "me", "username": "me"}} if "viewer" in q else {})
+                body = json.dumps({"data": data}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _no_ids(obj):
+    """A spec without the random ids each build draws (panels, runsets; group colours are keyed by runset id)."""
+    if isinstance(obj, dict):
+        return {k: _no_ids(v) for k, v in obj.items() if k not in ("id", "__id__", "customRunColors")}
+    return [_no_ids(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def test_push_with_credentials_saves_both_and_prints_their_urls(sweep, tmp_path):
+    fake = _FakeWandb()
+    env = {**_no_credentials(dict(os.environ), tmp_path / "home"), "WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": fake.url}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "attnbench.report", str(sweep), *OPTS, "--out", str(tmp_path / "o"),
+                               "--push", "--wandb-timeout", "60"], capture_output=True, text=True, timeout=180, env=env)
+    finally:
+        fake.server.shutdown()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"W&B workspace: {fake.url}/me/attnbench?nw=abc123" in proc.stdout
+    assert f"W&B report: {fake.url}/me/attnbench/reports/attnbench-" in proc.stdout and "--VIEW1" in proc.stdout
+    saves = [c["variables"] for c in fake.calls if "upsertView" in c.get("query", "")]
+    assert [(v["type"], v["entityName"], v["projectName"]) for v in saves] == [
+        ("project-view", "me", "attnbench"), ("runs", "me", "attnbench")]  # the view, then the report
+    view_spec, report_spec = json.loads(saves[0]["spec"]), json.loads(saves[1]["spec"])
+    written = json.loads((tmp_path / "o" / "wandb_workspace.json").read_text())["spec"]
+    assert _no_ids(view_spec) == _no_ids(written)  # the JSON written offline (new panel and runset ids apart)
+    assert '"config:train.lr.value"' in saves[0]["spec"] and "| 2 (+2 not ok) |" in saves[1]["spec"]
+    grid = next(b for b in report_spec["blocks"] if b["type"] == "panel-grid")
+    assert grid["metadata"]["runSets"][0]["project"]["id"] == "P1"  # the runset names the pushed project

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import sys
 import threading
@@ -126,7 +127,8 @@ def _save(sweep: Sweep, timeout_s: float) -> tuple[str, str]:
         "id": None, "name": _generate_name(), "entityName": e, "projectName": p, "type": "runs",
         "description": rep.get("description", ""), "displayName": rep["displayName"], "spec": json.dumps(rep["spec"])})
     rid = r["upsertView"]["view"]["id"]
-    return ws_url, f"{app}/{e}/{p}/reports/{rep['displayName'].replace(' ', '-')}--{rid}"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", rep["displayName"]).strip("-")  # the group's slashes stay out of the path
+    return ws_url, f"{app}/{e}/{p}/reports/{slug}--{rid}"
 
 
 def _sync_hint(sweep: Sweep) -> str:
