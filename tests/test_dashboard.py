@@ -287,10 +287,12 @@ def _no_ids(obj):
 
 def test_push_with_credentials_saves_both_and_prints_their_urls(sweep, tmp_path):
     fake = _FakeWandb()
-    env = {**_no_credentials(dict(os.environ), tmp_path / "home"), "WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": fake.url}
+    env = {**_no_credentials(dict(os.environ), tmp_path / "home"), "WANDB_API_KEY": "k" * 40,
+           "WANDB_BASE_URL": fake.url}
     try:
-        proc = subprocess.run([sys.executable, "-m", "attnbench.report", str(sweep), *OPTS, "--out", str(tmp_path / "o"),
-                               "--push", "--wandb-timeout", "60"], capture_output=True, text=True, timeout=180, env=env)
+        proc = subprocess.run([sys.executable, "-m", "attnbench.report", str(sweep), *OPTS, "--out",
+                               str(tmp_path / "o"), "--push", "--wandb-timeout", "60"],
+                              capture_output=True, text=True, timeout=180, env=env)
     finally:
         fake.server.shutdown()
     assert proc.returncode == 0, proc.stderr[-2000:]
