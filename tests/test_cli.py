@@ -18,15 +18,15 @@ TINY = ["stages=[]", "device=cpu"]
 
 # (overrides, the exact one-line message). Exact, because these lines are the user interface.
 ERRORS = [
-    pytest.param(["attn=foo"], "attn=foo: unknown option; choose from [gqa, local, mha, mla, mqa]", id="unknown-option"),
+    pytest.param(["attn=foo"], "attn=foo: unknown option; choose from [diff, gqa, linear, local, mha, mla, mqa]", id="unknown-option"),
     pytest.param(["attn.impl=flash3"], "attn.impl=flash3: unknown option; choose from [flex, manual, sdpa, "
                  "sdpa_efficient, sdpa_flash, sdpa_math, torch_mha, wrapper]", id="unknown-kernel"),
     pytest.param(["attn.windw=3"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, window, impl, "
-                 "qkv_bias, dropout, softcap, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
-                 "rope_head_dim, v_head_dim, absorb]", id="unknown-key"),
+                 "qkv_bias, dropout, softcap, gate, sinks, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
+                 "rope_head_dim, v_head_dim, absorb, lambda_init, feature_map, chunk_size]", id="unknown-key"),
     pytest.param(["+attn.windw=3"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, window, impl, "
-                 "qkv_bias, dropout, softcap, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
-                 "rope_head_dim, v_head_dim, absorb]", id="unknown-key-appended"),
+                 "qkv_bias, dropout, softcap, gate, sinks, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
+                 "rope_head_dim, v_head_dim, absorb, lambda_init, feature_map, chunk_size]", id="unknown-key-appended"),
     pytest.param(["attn.n_heads=four"], "attn.n_heads: Value 'four' of type 'str' could not be converted to Integer",
                  id="wrong-type"),
     pytest.param(["model.tie_embeddings=maybe"], "model.tie_embeddings: Value 'maybe' is not a valid bool (type str)",
@@ -90,7 +90,7 @@ def result_files(root: Path) -> list[Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args,names", [
-    (["attn=foo"], "attn=foo: unknown option; choose from [gqa, local, mha, mla, mqa]"),
+    (["attn=foo"], "attn=foo: unknown option; choose from [diff, gqa, linear, local, mha, mla, mqa]"),
     (["attn=gqa", "attn.n_kv_heads=3"], "attn.n_kv_heads=3"),
     (["pos=rope", "model.d_model=24", "attn.n_heads=8"], "pos=rope"),
     (["-m", "attn=mha,foo"], "attn=foo: unknown option"),  # a sweep is checked before any job starts
