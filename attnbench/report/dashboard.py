@@ -9,8 +9,8 @@ Comparison that variants.csv holds, then serialised to the JSON that W&B stores 
   names several (one bar per sequence length) keeps the ones present.
 - The view shows the sweep's group filtered to `status = ok` (failed jobs' runs stay in W&B but out of
   every average), grouped by `variant`, then by the keys that tell apart variants sharing a name, then
-  by the tuned key. The report's panels show exactly the runs the variant table averages: the ok jobs
-  at each variant's chosen tuned value, selected by W&B run id.
+  by the tuned key. The report's panels show exactly the runs the variant table averages (`ok_runs`:
+  the ok jobs at the chosen tuned value, held-out ones where there are any), selected by W&B run id.
 - The band of a grouped line or bar is W&B's standard error (`stderr`), the closest of W&B's range
   functions to the report's 95% CI (which is t(n-1) times it).
 - attnbench logs the config with flat dotted keys (`train.lr`), stored by W&B as
