@@ -100,3 +100,23 @@ def test_eval_window_asks_the_kernel_for_a_window():
 
     assert kernel_requirements(load_config([*FAST, "train.eval_window=8"]), "cpu").window
     assert not kernel_requirements(load_config(FAST), "cpu").window
+
+
+@pytest.mark.slow
+def test_gate_and_sinks_run_every_stage_and_reach_the_report(make_cfg, tmp_path):
+    import json
+
+    from attnbench import report
+    from attnbench.job import run_job
+
+    job = ("stages=[bench,train]", "logger=none", "bench=quick", "bench.memory=none", "bench.peak_flops=1e11",
+           "bench.repeats=2", "bench.warmup=1", "bench.decode_tokens=3", "bench.seq_lens=[16,48]",
+           "train.steps=6", "train.eval_every=3", "train.batch_size=4", "train.seq_len=48", "train.eval_batches=1",
+           "model.d_model=32", "pos=rope")
+    for i, extra in enumerate([("attn.gate=elementwise", "attn.sinks=true"), ("attn.gate=headwise", "attn.window=8")]):
+        res = run_job(make_cfg(*job, *extra), tmp_path / str(i))
+        on_disk = json.loads((tmp_path / str(i) / "results.json").read_text())
+        assert res["status"] == "ok" and [r["status"] for r in on_disk["bench"]] == ["ok"] * 8, on_disk["bench"]
+        assert on_disk["train"]["status"] == "ok" and on_disk["train"]["first_token_attn"] > 0
+    csv = (report.build_report([tmp_path]).files["results.csv"]).read_text()
+    assert "first_token_attn" in csv and "mean_gate" in csv
