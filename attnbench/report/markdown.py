@@ -190,8 +190,9 @@ def write_markdown(path: Path, runs: list[Run], sources: Sequence[Path], images:
     if len(runs) <= MAX_JOB_ROWS:
         out += [job_table(runs), "",
                 "Latency is the median over `bench.repeats` at each run's largest benchmarked sequence length T "
-                "(batch `bench.batch_size`); peak memory is that measurement's own peak; train tok/s is training "
-                "throughput excluding evaluation; val loss is in nats/token at `train.seq_len`. "
+                "(batch `bench.batch_size`); peak memory is that measurement's own peak; train tok/s is steady-state "
+                "training throughput (evaluation and the warm-up steps left out); val loss is in nats/token at "
+                "`train.seq_len`. "
                 "All figures are in `results.csv`; every bench point in `bench.csv`.", ""]
     else:
         bad = [r for r in runs if not r.ok]
