@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import shlex
 from pathlib import Path
@@ -131,3 +132,23 @@ def test_fresh_values():
     assert heldout.fresh_values([0, 1, 2, 1], 3) == [3, 4, 5]
     assert heldout.fresh_values([], 2) == [0, 1]
     assert heldout.fresh_values(["a"], 2) is None
+
+
+def test_a_config_field_added_between_the_sweeps_does_not_split_the_variant(tmp_path):
+    """The confirmation jobs ran on newer code whose config has a field at its default (attn.gate: none) that
+    the tuning jobs' configs lack: still one variant, reported on the held-out seeds."""
+    a = _sweep(tmp_path / "tune", PLANTED[:2] + PLANTED[4:])  # seeds 0, 1 at both lrs
+    b = _sweep(tmp_path / "confirm", PLANTED[2:4])  # seeds 2, 3 at 1e-3
+    for res_file in (tmp_path / "confirm").glob("*/results.json"):
+        res = json.loads(res_file.read_text())
+        res["config"]["attn"]["gate"] = "none"
+        res_file.write_text(json.dumps(res))
+    comp = group(report.collect([a, b]), tune="train.lr")
+    (v,) = comp.variants
+    assert v.selection == heldout.HELD_OUT and v.n == 2 and v.stats["val_loss"].mean == pytest.approx(3.1)
+    # a field with two values among the jobs that have it still tells variants apart
+    res_file = next((tmp_path / "confirm").glob("*/results.json"))
+    res = json.loads(res_file.read_text())
+    res["config"]["attn"]["gate"] = "headwise"
+    res_file.write_text(json.dumps(res))
+    assert len(group(report.collect([a, b]), tune="train.lr").variants) == 3

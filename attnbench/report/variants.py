@@ -130,6 +130,21 @@ def _check_key(key: str, option: str, flats: list[dict]) -> None:
         raise ConfigError(f"{option} {key}: not a key of any job's config (e.g. {some})")
 
 
+def added_keys(flats: Sequence[dict]) -> set[str]:
+    """Config keys that some jobs lack and every job that has them gives one value: a field the code
+    gained between two sweeps (a tuning sweep and its confirmation runs, say) at its default. They must
+    not split one variant in two (the older jobs ran with that default in effect, before it had a name)."""
+    if len(flats) < 2:
+        return set()
+    keys = dict.fromkeys(k for f in flats for k in f)
+    out = set()
+    for k in keys:
+        values = [f[k] for f in flats if k in f]
+        if len(values) < len(flats) and len({json.dumps(v, sort_keys=True, default=str) for v in values}) == 1:
+            out.add(k)
+    return out
+
+
 def group(runs: Sequence[Run], replicates: Sequence[str] = DEFAULT_REPLICATES, tune: Optional[str] = None,
           objective: Optional[str] = None, baseline: Optional[Sequence[str]] = None) -> Comparison:
     """Group the runs into variants, choose the tuned value, compute the statistics and the comparison.
@@ -139,6 +154,8 @@ def group(runs: Sequence[Run], replicates: Sequence[str] = DEFAULT_REPLICATES, t
     replicates = tuple(replicates)
     flats = [flat_config(r.config) for r in runs]
     configured = [f for f in flats if f]
+    added = added_keys(configured)
+    flats = [{k: v for k, v in f.items() if k not in added} for f in flats]
     for key in replicates:
         if key != "seed":  # the default may be absent (a hand-made results.json)
             _check_key(key, "--replicates", configured)
