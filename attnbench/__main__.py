@@ -21,11 +21,17 @@ def precheck(argv: list[str]) -> None:
         return
     overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     if any(a in ("-m", "--multirun") for a in argv):
-        from .sweep.callback import check_sweep_overrides
+        from .sweep.precheck import check_sweep_overrides
 
-        check_sweep_overrides(overrides)  # each swept value composed once; validation is left to the jobs
+        check_sweep_overrides(argv_overrides(argv))  # every job composed and validated: nothing launches if one is bad
     else:
         load_config(overrides)
+
+
+def argv_overrides(argv: list[str]) -> list[str]:
+    """The overrides of a command line, Hydra's own included (hydra/launcher=..., hydra.sweep.dir=...):
+    the sweep check composes the launching config as Hydra will."""
+    return [a for a in argv if not a.startswith("-")]
 
 
 def main() -> None:
@@ -43,7 +49,8 @@ def main() -> None:
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"attnbench: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():  # a refused sweep: one line per distinct error
+            print(f"attnbench: error: {line}", file=sys.stderr)
         sys.exit(2)
     from .cli import app
     from .sweep.callback import exit_code

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import platform
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Optional
 
 import torch
 
@@ -35,6 +36,43 @@ def resolve_device(dev_cfg: Any) -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device={name}: unknown option; choose from [auto, cpu, cuda, mps]")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The machine a job will run on, as a launching process that submits it elsewhere sees it
+    (sweep/precheck.py): its device type, and its memory when known (None: each job checks on its node)."""
+
+    device_type: str
+    memory_bytes: Optional[int] = None
+
+
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def memory_bytes(device: torch.device) -> Optional[int]:
+    """What a job on `device` may use: CUDA's total memory; on CPU (and MPS, whose memory is the
+    machine's) the RAM, lowered to this process's cgroup limit or address-space rlimit when those are
+    smaller (a container or `ulimit -v`). None when it cannot be told. Allocates nothing."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(device.index or torch.cuda.current_device()).total_memory)
+    import psutil
+    import resource
+
+    limits = [int(psutil.virtual_memory().total)]
+    for path in CGROUP_LIMITS:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+        limits.append(int(soft))
+    return min(limits)
 
 
 def resolve_dtype(dev_cfg: Any) -> torch.dtype:

@@ -84,6 +84,7 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
     from . import device as dev
     from .model import build_model
     from .bench.figures import model_figures
+    from .config.size import check_fits
     from .config.spec import resolve_spec
 
     device = dev.setup(cfg.device)
@@ -95,6 +96,7 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
         data = prepare_data(cfg)
     spec = resolve_spec(cfg, vocab_size=data.vocab_size if data is not None else None)  # once per job
     res["config"]["model"]["vocab_size"] = spec.vocab_size
+    check_fits(spec, device)  # again with the data's vocabulary, and on the node the job runs on
     model = build_model(spec)
     res["env"] = dev.describe(device, dtype)
     res["model"] = model_figures(spec, model)

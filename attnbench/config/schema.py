@@ -91,6 +91,10 @@ class DeviceConfig:
     dtype: str = "float32"
     compile: bool = False
     threads: Optional[int] = None  # null = leave torch's default
+    # The memory the size check (config/size.py) compares a job's estimate with; null = the device's own
+    # (RAM on CPU, within cgroup/ulimit limits; total memory on CUDA). Set it to check a sweep on a login
+    # node against the GPUs it will run on.
+    memory_gb: Optional[float] = None
 
 
 @dataclass

@@ -24,11 +24,12 @@ def _positive(key: str, value: Optional[int], allow_none: bool = False) -> None:
         raise ConfigError(f"{key}={value}: must be an integer >= 1")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Local and cross-axis checks; raises ConfigError with a one-line message."""
+def validate(cfg: DictConfig, target: Optional[Any] = None) -> None:
+    """Local and cross-axis checks, then the size check; raises ConfigError with a one-line message.
+    `target` (device.Target): the machine the job will run on when that is not this one (a SLURM
+    sweep checked on its login node, sweep/precheck.py); None = this machine."""
     from .. import model  # noqa: F401  (importing the model package fills the registries)
     from .. import registry
-    from ..device import resolve_device
     from ..model.layout import resolve_layout
     from ..model import gating, sinks
     from ..model.mla import config_problem as mla_config_problem
@@ -78,7 +79,7 @@ def validate(cfg: DictConfig) -> None:
     _check_bench(cfg.bench)
     for key in ("positional", "kernel", "ffn", "norm"):
         registry.REGISTRIES[key].get(_axis_name(cfg, key))  # unknown names → ConfigError
-    device = resolve_device(cfg.device)
+    device = _job_device(cfg, target)
     kernel = registry.KERNELS.get(a.impl)()
     # attn=diff / linear first: their own capabilities, and their fields set without them
     problem = mechanism_problem(cfg, kernel)
@@ -97,6 +98,25 @@ def validate(cfg: DictConfig) -> None:
         from ..train.checks import check as check_train_and_data
 
         check_train_and_data(cfg)
+    _check_size(cfg, device, target)
+
+
+def _job_device(cfg: DictConfig, target: Optional[Any]) -> Any:
+    """The job's device: resolved here, or the one of the machine it is submitted to (not checked for
+    availability here, as a login node has no GPU)."""
+    import torch
+
+    from ..device import resolve_device
+
+    if target is not None and target.device_type in ("cpu", "cuda", "mps"):
+        return torch.device(target.device_type)
+    return resolve_device(cfg.device)
+
+
+def _check_size(cfg: DictConfig, device: Any, target: Optional[Any]) -> None:
+    from .size import check_config_fits
+
+    check_config_fits(cfg, device, target)
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -117,6 +137,8 @@ def _check_ranges(cfg: DictConfig) -> None:
         raise ConfigError(f"pos.base={cfg.pos.base}: must be > 1 (RoPE/sinusoidal frequency base)")
     _positive("ffn.multiple_of", cfg.ffn.multiple_of)
     _positive("device.threads", cfg.device.threads, allow_none=True)
+    if cfg.device.get("memory_gb") is not None and not cfg.device.memory_gb > 0:
+        raise ConfigError(f"device.memory_gb={cfg.device.memory_gb}: must be > 0 (or null = the device's own memory)")
 
 
 def _check_extensions(cfg: DictConfig) -> None:

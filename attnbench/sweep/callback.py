@@ -57,37 +57,6 @@ def resume_command(config: DictConfig, sweep_dir: Path, rows: Sequence[dict] = (
     return "python -m attnbench -m " + " ".join(shlex.quote(a) for a in args)
 
 
-# ----------------------------------------------------------------------------- before the sweep
-def check_sweep_overrides(overrides: Sequence[str]) -> None:
-    """Compose every value of every swept key once, without validating, so a value of the wrong
-    type or an unknown key stops the sweep before any job starts with one ConfigError line.
-    (Hydra's sweeper would also stop, with a multi-line message.) Values that compose but are
-    invalid, such as attn.n_kv_heads=3 with 4 heads, are left to the jobs: they become failed rows."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from ..config import ConfigError, check_group_overrides, conf_dir, one_line_error
-
-    check_group_overrides(overrides)
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-    except Exception as exc:
-        raise ConfigError(one_line_error(exc)) from exc
-    axes = {o.get_key_element(): list(o.sweep_string_iterator()) if o.is_discrete_sweep()
-            else [o.get_value_element_as_str()] for o in parsed if not o.is_sweep_override() or o.is_discrete_sweep()}
-    first = {k: v[0] for k, v in axes.items() if v}
-    probes = [first] + [{**first, k: v} for k, vals in axes.items() for v in vals[1:]]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        for probe in probes:
-            try:
-                compose(config_name="config", overrides=[f"{k}={v}" for k, v in probe.items()])
-            except Exception as exc:
-                raise ConfigError(one_line_error(exc)) from exc
-    GlobalHydra.instance().clear()
-
-
 # ----------------------------------------------------------------------------- the callback
 def record_failure(run_dir: Path, config: DictConfig, exc: BaseException) -> None:
     """Give a job whose task raised outside the harness a failed results.json (keeping a final one)."""
