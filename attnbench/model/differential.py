@@ -86,18 +86,25 @@ class DifferentialAttention(nn.Module):
             q, k = rotate_halves(q, ctx.rot), rotate_halves(k, ctx.rot)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, Hkv, S, D)
+        spec = MaskSpec(causal=ctx.spec.causal, window=self.window, q_offset=ctx.spec.q_offset)
+        y = self.attend(q, k, v, spec, ctx.bias)  # (B, H, T, D)
+        return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, bias: Optional[Tensor]) -> Tensor:
+        """The attention proper, q (B, H, T, D), k, v (B, Hkv, S, D) → normalised heads (B, H, T, D):
+        the two maps in one kernel call, their difference, RMSNorm, (1 − λ_init). What the benchmark
+        (benchmarks/mechanisms.py) compares with one SDPA call of the same shape."""
+        B, H, T, D = q.shape
         # (B, H, 2, T, D) -> (B, 2H, T, D): heads 2h, 2h+1 = the two maps of head h, both on KV head h·Hkv/H
         q2 = (q.unsqueeze(2) * self.halves.to(q.dtype)[None, None, :, None, :]).reshape(B, 2 * H, T, D)
-        bias = ctx.bias.repeat_interleave(2, dim=0) if ctx.bias is not None else None  # (2H, T, S)
-        spec = MaskSpec(causal=ctx.spec.causal, window=self.window, q_offset=ctx.spec.q_offset)
+        bias = bias.repeat_interleave(2, dim=0) if bias is not None else None  # (2H, T, S)
         if self.record_max_logit:
             self.max_logit = max_logit(q2, k, spec, self.scale)
         drop = self.dropout if self.training else 0.0
         a = self.kernel(q2, k, v, spec=spec, bias=bias, scale=self.scale, dropout=drop, **self.kernel_kw)
         a = a.view(B, H, 2, T, D)  # A_1 V, A_2 V
         y = a[:, :, 0] - self.lam().to(a.dtype) * a[:, :, 1]  # (B, H, T, D)
-        y = self.subln(y) * (1.0 - self.lambda_init)
-        return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
+        return self.subln(y) * (1.0 - self.lambda_init)
 
 
 @register
