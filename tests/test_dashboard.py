@@ -307,3 +307,27 @@ def test_push_with_credentials_saves_both_and_prints_their_urls(sweep, tmp_path)
     assert '"config:train.lr.value"' in saves[0]["spec"] and "| 2 (+2 not ok) |" in saves[1]["spec"]
     grid = next(b for b in report_spec["blocks"] if b["type"] == "panel-grid")
     assert grid["metadata"]["runSets"][0]["project"]["id"] == "P1"  # the runset names the pushed project
+
+
+def test_a_bench_only_sweep_keeps_only_panels_with_data_and_says_why(tmp_path, capsys):
+    """No training: every training and quality panel is left out with its line; what is drawn has data."""
+    root = tmp_path / "multirun" / "2026-12-07" / "04-00-00"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, "-m", "attnbench", "-m", "attn=mha,mqa", "stages=[bench]",
+                           "bench.seq_lens=[16,32]", "bench.repeats=2", "bench.modes=[forward]",
+                           f"hydra.sweep.dir={root}"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert report.main([str(root), "--wandb-dashboard"]) == 0
+    out = capsys.readouterr().out
+    assert "dashboard: view, report: left out panel 'val loss vs step' (training): no run logs val_loss" in out
+    assert "dashboard: view: left out section 'training': none of its panels has data" in out
+    view = load_workspace(root / "report" / "wandb_workspace.json")
+    assert [s.name for s in view.sections] == ["cost", "axes", "runs"]
+    have = Logged()
+    for d in root.iterdir():
+        if d.name.isdigit():
+            have.add(read_run(d))
+    sets = {"history": have.history, "summary": have.summary, "config": have.config}
+    keys = [k for s in view.sections for p in s.panels for k in _panel_keys(p)]
+    assert keys and [k for k in keys if k[1] not in sets[k[0]]] == []

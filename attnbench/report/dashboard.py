@@ -151,7 +151,18 @@ def build(s: Sweep) -> Dashboard:
     view, notes = build_workspace(s)
     report, more = build_report(s)
     flat = [k for k in [*swept_keys(s.comp), *split_keys(s.comp)] if "." in k]
-    return Dashboard(workspace=view, report=report, notes=list(dict.fromkeys(notes + more)), flat_keys=flat)
+    return Dashboard(workspace=view, report=report, notes=merge_notes(notes + more), flat_keys=flat)
+
+
+def merge_notes(notes: list[str]) -> list[str]:
+    """One line per reason: "view: X" and "report: X" become "view, report: X"."""
+    where: dict[str, list[str]] = {}
+    for n in notes:
+        w, msg = n.split(": ", 1)
+        seen = where.setdefault(msg, [])
+        if w not in seen:
+            seen.append(w)
+    return [f"{', '.join(ws)}: {msg}" for msg, ws in where.items()]
 
 
 # ----------------------------------------------------------------------------- wire format
