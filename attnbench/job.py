@@ -37,6 +37,20 @@ def already_done(cfg: Any, run_dir: Path) -> dict | None:
     return None
 
 
+def earlier_attempt(cfg: Any, run_dir: Path) -> dict | None:
+    """When this process continues a SLURM job that was preempted or reached its time limit
+    (sweep/continuation.py): the earlier attempt's results (an empty dict if it left none). The job
+    then resumes training from its checkpoint, with no flag; its finished bench is kept if the
+    results are this config's. None for a fresh job."""
+    from .sweep.continuation import is_continuation
+
+    if not is_continuation(run_dir):
+        return None
+    old = read_results(Path(run_dir) / "results.json")
+    log.info("continuing SLURM job in %s from its checkpoint", run_dir)
+    return old if isinstance(old, dict) and old.get("config_hash") == config_hash(cfg) else {}
+
+
 def run_job(cfg: Any, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if cfg.resume and (done := already_done(cfg, run_dir)):
@@ -44,19 +58,24 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
         done["skipped"] = True
         return done
     res = new_results(cfg)
+    prev = earlier_attempt(cfg, run_dir)
+    if prev and prev.get("continuations"):
+        res["continuations"] = prev["continuations"]
+    resume = bool(cfg.train.resume) or prev is not None
     sinks = None
     try:
         validate(cfg)
         from .track.sinks import make_sinks
 
         # Opened here, not inside the stages, so that a crash in a stage still closes them (W&B exit code).
-        sinks = make_sinks(cfg, run_dir, append=bool(cfg.train.resume))
+        sinks = make_sinks(cfg, run_dir, append=resume)
         with RaiseOnStop():
-            _run_stages(cfg, run_dir, res, sinks)
+            _run_stages(cfg, run_dir, res, sinks, resume=resume, prev=prev)
         if res["status"] == "running":
             res["status"] = "ok"
     except StopRequested as exc:  # a signal before or after training; during it the trainer checkpoints
         res["status"], res["error"] = "interrupted", f"stopped by {exc} before the job finished; run it again"
+        res["stopped_by"] = str(exc)
         log.warning("%s received: job stopped", exc)
     except ConfigError as exc:
         res["status"], res["error"] = "failed", str(exc)
@@ -78,7 +97,8 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
     return res
 
 
-def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
+def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any, resume: bool = False,
+                prev: dict | None = None) -> None:
     import torch
 
     from . import device as dev
@@ -101,7 +121,10 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
     res["env"] = dev.describe(device, dtype)
     res["model"] = model_figures(spec, model)
     write_results(run_dir, res)  # a crash from here on still leaves the config and model figures
-    if "bench" in cfg.stages:
+    if "bench" in cfg.stages and prev and prev.get("bench"):  # finished in an earlier attempt of this job
+        res["bench"], res["env"] = prev["bench"], {**prev.get("env", {}), **res["env"]}
+        log.info("continuing: keeping the %d bench rows of the earlier attempt", len(res["bench"]))
+    elif "bench" in cfg.stages:
         from .bench.suite import run_bench
 
         res["bench"], env_extra = run_bench(spec, model, device, dtype)
@@ -111,7 +134,8 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any) -> None:
         from .train.loop import run_train
 
         torch.manual_seed(int(cfg.seed))
-        res["train"] = run_train(cfg, model, device, dtype, run_dir, sinks, data=data)
+        res["train"] = run_train(cfg, model, device, dtype, run_dir, sinks, data=data, resume=resume)
         if res["train"].get("status", "ok") != "ok":
             res["status"] = res["train"]["status"]
             res["error"] = res["train"].get("error")
+            res["stopped_by"] = res["train"].get("stopped_by")

@@ -222,7 +222,8 @@ def test_resume_after_a_crash_keeps_each_step_once(make_cfg, tmp_path, monkeypat
     assert res["train"]["val_loss"] == ref["train"]["val_loss"]
 
     runs = [read_run(p) for p in find_run_files(run_dir)]
-    assert len(runs) == 2  # one W&B run per attempt; the resumed one starts after the checkpoint
+    assert len(runs) == 2  # one folder per attempt, one run id; the resumed one starts after the checkpoint
+    assert runs[0].run_id == runs[1].run_id
     assert [h["_step"] for h in runs[0].history if "train_loss" in h] == [1, 2, 3, 4]
     resumed = [h["_step"] for h in runs[1].history if "train_loss" in h]
     assert resumed == list(range(5, 11))

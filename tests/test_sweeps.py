@@ -391,8 +391,10 @@ text = Path(script).read_text()
 m = re.search(r"^#SBATCH --array=0-(\\d+)", text, re.M)
 sig = re.search(r"^#SBATCH --signal=(\\w+)@", text, re.M)
 folder = re.search(r"submitit.core._submit (\\S+)", text).group(1).strip("'")
-for i in range(int(m.group(1)) + 1 if m else 1):
-    jid = f"{job}_{i}"
+tasks = [f"{job}_{i}" for i in range(int(m.group(1)) + 1 if m else 1)]
+for jid in tasks:
+    (state / f"queued_{jid}").touch()  # what the fake squeue lists
+for i, jid in enumerate(tasks):
     pickle = Path(folder.replace("%j", jid)) / f"{jid}_submitted.pkl"
     for _ in range(300):  # real SLURM starts a task well after sbatch returned
         if pickle.exists():
@@ -410,6 +412,17 @@ for i in range(int(m.group(1)) + 1 if m else 1):
         if p.poll() is None:
             os.kill(int(pidfile.read_text()), getattr(signal, "SIG" + sig.group(1)))
     p.wait()
+    (state / f"queued_{jid}").unlink()
+'''
+
+FAKE_SQUEUE = '''
+"""Fake squeue -o %i|%T: the fake sbatch's tasks that have not ended, RUNNING once their step started."""
+import os
+from pathlib import Path
+state = Path(os.environ["FAKE_SLURM_DIR"])
+for q in sorted(state.glob("queued_*")):
+    jid = q.name[len("queued_"):]
+    print(f"{jid}|{'RUNNING' if (state / f'pid_{jid}').is_file() else 'PENDING'}")
 '''
 
 FAKE_SRUN = '''
@@ -437,8 +450,9 @@ def fake_slurm(tmp_path, monkeypatch):
     bin_dir, state = tmp_path / "fake_slurm_bin", tmp_path / "fake_slurm_state"
     bin_dir.mkdir()
     state.mkdir()
-    tools = {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN,
-             "sacct": 'print("JobID|State|NodeList")\n', "scontrol": "", "scancel": ""}
+    tools = {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN, "squeue": FAKE_SQUEUE,
+             "sacct": 'print("JobID|State|NodeList")\n', "scancel": "",
+             "scontrol": 'print("JobId=5000 JobState=RUNNING Restarts=0")\n'}
     for name, body in tools.items():
         path = bin_dir / name
         path.write_text(f"#!{sys.executable}\n{body}")
@@ -451,13 +465,14 @@ def fake_slurm(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_slurm_launcher_sends_the_trainers_stop_signal(cli, tmp_path, fake_slurm):
     """hydra/launcher=slurm_gpu: one job array whose sbatch script asks for SIGUSR1 before the time limit
-    and exports WANDB_MODE=offline; a job signalled mid-training checkpoints and ends `interrupted`."""
+    and exports WANDB_MODE=offline; a job signalled mid-training checkpoints, and with
+    max_num_timeout=0 ends `interrupted` (tests/test_slurm.py continues jobs on a real SLURM)."""
     sweep = tmp_path / "sweep"
     env = {"FAKE_SLURM_SIGNAL_TASK": "0", "FAKE_SLURM_SIGNAL_WHEN": str(sweep / "0" / "metrics.jsonl")}
     r = cli("-m", "train.steps=100000,3", "stages=[train]", "logger=none", "device=cpu", "train.batch_size=2",
             "train.eval_batches=1", "train.eval_every=0", "train.log_every=1", "hydra/launcher=slurm_gpu",
-            "hydra.launcher.partition=testq", "hydra.launcher.signal_delay_s=30", f"hydra.sweep.dir={sweep}",
-            env_extra=env, timeout=300)
+            "hydra.launcher.partition=testq", "hydra.launcher.signal_delay_s=30", "hydra.launcher.poll_s=0.5",
+            "hydra.launcher.max_num_timeout=0", f"hydra.sweep.dir={sweep}", env_extra=env, timeout=300)
     assert r.returncode == 1, r.stdout + r.stderr
     (script,) = fake_slurm.glob("sbatch_*.sh")
     text = script.read_text()
@@ -465,7 +480,7 @@ def test_slurm_launcher_sends_the_trainers_stop_signal(cli, tmp_path, fake_slurm
                  "#SBATCH --array=0-1%2", "export WANDB_MODE=offline", "export SUBMITIT_PREEMPT_SIGNAL=USR1"):
         assert line in text.splitlines(), line
     stopped, done = results(sweep / "0"), results(sweep / "1")
-    assert stopped["status"] == "interrupted" and "SIGUSR1" in stopped["error"], stopped["error"]
+    assert stopped["status"] == "interrupted" and "timeout (SIGUSR1) 1 time, more than" in stopped["error"], stopped["error"]
     assert (sweep / "0" / "checkpoint.pt").is_file() and 0 < stopped["train"]["steps"] < 100000
     assert done["status"] == "ok" and done["train"]["steps"] == 3
     assert [x["status"] for x in read_csv(sweep / "summary.csv")] == ["interrupted", "ok"]

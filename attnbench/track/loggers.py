@@ -1,7 +1,9 @@
 """Logger backends: `logger=<name>` picks one, registered in `registry.LOGGERS` like the other components.
 
 A backend is a factory `(cfg, run_dir) -> Sink | None` (see sinks.py for the Sink protocol); None
-means "nothing to mirror this time" (for example W&B in `disabled` mode). metrics.jsonl and
+means "nothing to mirror this time" (for example W&B in `disabled` mode). A factory that also takes
+a keyword `resume` is told when the job resumes from a checkpoint (train.resume=true, or a SLURM job
+continued after a preemption or its time limit), so it can continue the earlier attempt's run. metrics.jsonl and
 results.json are written whatever the backend, so a backend only ever mirrors them.
 
 Config fields (`conf/logger/<name>.yaml`, schema `LoggerConfig`): `logger.name` picks the backend;
@@ -15,6 +17,8 @@ outside attnbench can register one too: `registry.LOGGERS.register("mine")(facto
 `logger.name=mine`.
 """
 from __future__ import annotations
+
+import inspect
 
 from pathlib import Path
 from typing import Any, Optional
@@ -32,13 +36,17 @@ def no_logger(cfg: Any, run_dir: Path) -> None:
 
 
 @LOGGERS.register("wandb")
-def wandb_logger(cfg: Any, run_dir: Path) -> Optional[Any]:
-    """Weights & Biases (Biewald, 2020, wandb.ai): one run per job, offline unless `logger.mode=online`."""
+def wandb_logger(cfg: Any, run_dir: Path, resume: bool = False) -> Optional[Any]:
+    """Weights & Biases (Biewald, 2020, wandb.ai): one run per job, offline unless `logger.mode=online`;
+    a resumed job continues its W&B run (same run id)."""
     from .wandb_sink import WandbSink  # wandb itself is imported only when a W&B run starts
 
-    return WandbSink.create(cfg, Path(run_dir))
+    return WandbSink.create(cfg, Path(run_dir), resume=resume)
 
 
-def logger_sink(cfg: Any, run_dir: Path) -> Optional[Any]:
+def logger_sink(cfg: Any, run_dir: Path, resume: bool = False) -> Optional[Any]:
     """The sink of the configured backend (`logger.name`); an unknown name is a ConfigError listing the choices."""
-    return LOGGERS.get(cfg.logger.name)(cfg, Path(run_dir))
+    factory = LOGGERS.get(cfg.logger.name)
+    if resume and "resume" in inspect.signature(factory).parameters:
+        return factory(cfg, Path(run_dir), resume=True)
+    return factory(cfg, Path(run_dir))

@@ -111,7 +111,7 @@ def make_sinks(cfg: Any, run_dir: Path, append: bool = False) -> MultiSink:
     from .loggers import logger_sink
 
     sinks: list = [JsonlSink(Path(run_dir) / "metrics.jsonl", append=append)]
-    sink = logger_sink(cfg, Path(run_dir))
+    sink = logger_sink(cfg, Path(run_dir), resume=append)
     if sink is not None:
         sinks.append(sink)
     return MultiSink(sinks)

@@ -166,8 +166,9 @@ class WandbSink:
         self._last_step = -1  # W&B drops (with a warning) a step below the run's current one
 
     @classmethod
-    def create(cls, cfg: Any, run_dir: Path) -> Optional["WandbSink"]:
-        """Start the job's W&B run; None when disabled or when W&B cannot start at all."""
+    def create(cls, cfg: Any, run_dir: Path, resume: bool = False) -> Optional["WandbSink"]:
+        """Start the job's W&B run; None when disabled or when W&B cannot start at all. With `resume`,
+        continue the run directory's latest W&B run (its id), so that a resumed job is one W&B run."""
         global _online_failed
         mode = resolve_mode(cfg)
         if mode == "disabled":
@@ -177,12 +178,13 @@ class WandbSink:
         mode = wandb_rules.usable_mode(mode, f"logger.mode={mode}",
                                        f"upload later with `wandb sync {run_dir}/wandb/offline-run-*`")
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        run = _start(cfg, run_dir, mode)
+        run_id = previous_run_id(run_dir) if resume else None
+        run = _start(cfg, run_dir, mode, run_id)
         if run is None and mode == "online":
             _online_failed = True
             log.warning("W&B online init failed within logger.init_timeout_s=%s; logging offline instead "
                         "(and for the rest of this process)", cfg.logger.init_timeout_s)
-            run = _start(cfg, run_dir, "offline")
+            run = _start(cfg, run_dir, "offline", run_id)
         return cls(run, wait_s=float(cfg.logger.finish_timeout_s)) if run is not None else None
 
     def _guard(self, what: str, fn: Any) -> None:
@@ -203,13 +205,14 @@ class WandbSink:
         self._guard("log", lambda: self.run.log(dict(metrics), step=int(step)))
 
     def rewind(self, step: int) -> None:
-        """train.resume restarts from a checkpoint at `step`: mirror only the steps after it.
+        """A resumed job restarts from a checkpoint at `step`: mirror only the steps after it.
 
-        Each attempt of a job is its own W&B run (offline runs cannot be reopened), so the resumed
-        run's history starts at step + 1, and the crashed attempt's run keeps what it logged. A run
-        that W&B itself resumed (WANDB_RUN_ID + WANDB_RESUME, online) already holds steps up to the
-        crash and refuses lower ones: those stay as the crashed attempt logged them, and mirroring
-        goes on from the run's current step (metrics.jsonl has the resumed values)."""
+        The resumed attempt continues the earlier attempt's run id (WandbSink.create). Offline,
+        it writes a new folder whose history starts at step + 1; the earlier attempt's folder keeps
+        what it logged (up to the checkpoint, when it stopped gracefully). A run that W&B itself
+        resumed (online) already holds steps up to the crash and refuses lower ones: those stay as
+        the crashed attempt logged them, and mirroring goes on from the run's current step
+        (metrics.jsonl has the resumed values)."""
         floor = int(step)
         try:
             if self.run.resumed and int(self.run.starting_step) - 1 > floor:
@@ -248,11 +251,22 @@ class WandbSink:
             log.info("W&B offline run: %s (upload with `wandb sync %s`)", path.parent, path.parent)
 
 
-def _start(cfg: Any, run_dir: Path, mode: str) -> Any:
+def previous_run_id(run_dir: Path) -> Optional[str]:
+    """The id of the latest W&B run under run_dir/wandb (folders end in -<run id>), or None."""
+    from .wandb_reader import find_run_files
+
+    files = find_run_files(run_dir)
+    return files[-1].parent.name.rsplit("-", 1)[-1] if files else None
+
+
+def _start(cfg: Any, run_dir: Path, mode: str, run_id: Optional[str] = None) -> Any:
+    """wandb.init; with `run_id`, resume that run. Offline, each attempt is a new folder with the same
+    id, and `wandb sync` uploads them in order as one run."""
     try:
         import wandb
 
-        return wandb.init(**init_kwargs(cfg, run_dir, mode))
+        extra = {"id": run_id, "resume": "allow"} if run_id else {}
+        return wandb.init(**init_kwargs(cfg, run_dir, mode), **extra)
     except Exception as exc:  # includes wandb's own timeout and "no API key" errors
         log.warning("W&B %s init failed: %s", mode, _one_line(exc))
         return None

@@ -2,8 +2,11 @@
 
 Model and optimizer state, the grad scaler, the step (which is also the learning
 -rate schedule position and the data position, see data.py), the RNG states and
-the running counters. Written to a temporary file and renamed, so a kill during
-the save leaves the previous checkpoint intact.
+the running counters. Written to a temporary file, fsync'd, renamed, and the
+directory fsync'd: a kill during the save leaves the previous checkpoint intact, and
+after a node crash the rename is on disk (without the two fsyncs, ext4 and XFS can
+keep the new name pointing at a file whose data never reached the disk: an empty
+checkpoint.pt).
 
 Read with `torch.load(weights_only=True)`: a checkpoint on a shared filesystem is
 untrusted input, and a full unpickler would run whatever code a crafted file names.
@@ -61,12 +64,29 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
+        fsync_dir(path.parent)  # and the rename itself survives a crash
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (a rename) to disk; a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems (and Windows) refuse fsync on a directory: the rename is still done
+        pass
+    finally:
+        os.close(fd)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -88,15 +108,26 @@ def read_checkpoint(path: Path) -> dict:
     if missing:
         raise CheckpointError(f"{path} is unreadable: not an attnbench checkpoint (no {', '.join(missing)}); "
                               "delete it to start over")
+    fmt = obj.get("format", 1)
+    if not isinstance(fmt, int) or fmt > FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {fmt!r}, newer than this attnbench reads "
+                              f"(format {FORMAT}): update attnbench to use it, or delete it to start over")
     return obj
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: Any) -> Optional[dict]:
-    """Restore a checkpoint into model/optimizer/scaler and the RNGs; returns it (None if absent)."""
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: Any,
+                    config_hash: Optional[str] = None) -> Optional[dict]:
+    """Restore a checkpoint into model/optimizer/scaler and the RNGs; returns it (None if absent).
+
+    With `config_hash`, a checkpoint written by another config is refused before anything is loaded:
+    resuming it would mix two experiments in one result (and its weights may not even fit)."""
     path = Path(path)
     if not path.is_file():
         return None
     obj = read_checkpoint(path)
+    if config_hash is not None and obj["config_hash"] != config_hash:
+        raise CheckpointError(f"{path} belongs to another config (config hash {obj['config_hash']}, this job "
+                              f"{config_hash}): not resuming from it; delete it or run into another directory")
     try:
         model.load_state_dict(obj["model"])
         opt.load_state_dict(obj["optimizer"])

@@ -103,13 +103,11 @@ class Trainer:
     def resume(self) -> Optional[int]:
         """Load the run directory's checkpoint into this trainer; the step it resumes from, or None."""
         path = checkpoint_path(self.run_dir)
-        obj = load_checkpoint(path, self.model, self.opt, self.scaler)
+        obj = load_checkpoint(path, self.model, self.opt, self.scaler, config_hash=config_hash(self.cfg))
         if obj is None:
-            log.info("train.resume=true but %s has no checkpoint; starting from step 0", self.run_dir)
+            log.info("resuming, but %s has no checkpoint; starting from step 0", self.run_dir)
             self._rewind_history(0)
             return None
-        if obj["config_hash"] != config_hash(self.cfg):
-            log.warning("resuming from %s, written by a different config; results may differ from one run", path)
         self.prog = Progress(**obj["counters"])
         log.info("resumed from %s at step %d", path, self.prog.step)
         self._rewind_history(self.prog.step)
@@ -167,8 +165,9 @@ class Trainer:
 
 
 def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype, run_dir: Path,
-              sinks: Any, data: Optional[LMData] = None) -> dict:
-    """Train `model` per `cfg.train` on `cfg.data`; returns the `train` section of results.json."""
+              sinks: Any, data: Optional[LMData] = None, resume: bool = False) -> dict:
+    """Train `model` per `cfg.train` on `cfg.data`; returns the `train` section of results.json.
+    Resumes from the run directory's checkpoint with train.resume=true or `resume` (a continued SLURM job)."""
     t_start = time.perf_counter()
     data = data if data is not None else prepare_data(cfg)
     tc = cfg.train
@@ -181,11 +180,12 @@ def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         val_batches=data.val_batches(int(tc.eval_batches), int(tc.batch_size), int(tc.seq_len)),
     )
-    resumed_from = trainer.resume() if tc.resume else None
+    resumed_from = trainer.resume() if tc.resume or resume else None
     # A signal after the last step is ignored: the final evaluation is short and the result complete.
     with GracefulStop() as stop:
         status, error, diverged_step = trainer.run(stop)
         res = {"status": status, "error": error, "optimizer": opt_name, "resumed_from_step": resumed_from,
+               "stopped_by": stop.requested if status == "interrupted" else None,
                "data": data.describe(), "checkpoint": None, "diverged_step": diverged_step, "init_from": init_from}
         res.update(_quality(trainer, status))
         if status == "ok":
