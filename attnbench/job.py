@@ -57,7 +57,11 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
         log.info("resume: %s already has an ok result for this config; skipping", run_dir)
         done["skipped"] = True
         return done
+    from .sweep.continuation import slurm_job_id
+
     res = new_results(cfg)
+    if slurm_job_id():  # lets `python -m attnbench.sweep` ask SLURM about a job that never finished
+        res["slurm_job_id"] = slurm_job_id()
     prev = earlier_attempt(cfg, run_dir)
     if prev and prev.get("continuations"):
         res["continuations"] = prev["continuations"]

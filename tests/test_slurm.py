@@ -206,34 +206,39 @@ def test_preempted_and_timed_out_jobs_continue_to_the_uninterrupted_result(slurm
     """4 jobs; job 0 is preempted (`scontrol requeue`) mid-training, job 1 is given a time limit shorter
     than its training. All end ok with the final losses of the same sweep run uninterrupted through the
     basic launcher, each step once in metrics.jsonl, and the launcher exits 0. (SLURM checks time limits
-    every 30 s, so the jobs train for ~40 s; the reference sweep runs meanwhile.)"""
-    sweep, ref_sweep = tmp_path / "sweep", tmp_path / "ref"
+    every 30 s, so the jobs train for ~40 s; the reference runs meanwhile.)"""
+    sweep = tmp_path / "sweep"
     grid = ["attn=mha,gqa", "seed=0,1", "train.steps=500", "train.batch_size=32", "train.eval_every=100"]
     common = [x for x in LAUNCH if not x.startswith("hydra")] + grid
-    ref = subprocess.Popen([sys.executable, "-m", "attnbench", "-m", *common, f"hydra.sweep.dir={ref_sweep}"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    # The reference: the same 4 jobs through the basic launcher, as two half sweeps side by side.
+    refs = [subprocess.Popen([sys.executable, "-m", "attnbench", "-m", *common, f"seed={seed}",
+                              f"hydra.sweep.dir={tmp_path / f'ref{seed}'}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+            for seed in (0, 1)]
     proc = launch(tmp_path, sweep, *grid, "hydra.launcher.signal_delay_s=55")
     d = [sweep / str(i) for i in range(4)]
     try:
+        wait_until(lambda: rows(d[1]) >= 1, 180, "job 1 to train")
+        # 1 minute, of which SIGUSR1 is due 55 s before the end: at once. SLURM checks every 30 s.
+        scontrol("update", f"jobid={slurm_id(sweep, 1)}", "TimeLimit=1")
         wait_until(lambda: rows(d[0]) >= 50, 180, "job 0 to train")
         scontrol("requeue", slurm_id(sweep, 0))
-        wait_until(lambda: rows(d[1]) >= 10, 180, "job 1 to train")
-        # 1 minute, of which SIGUSR1 is due 55 s before the end: now. SLURM sends it within 30 s.
-        scontrol("update", f"jobid={slurm_id(sweep, 1)}", "TimeLimit=1")
         wait_until(lambda: attempts(d[1]) >= 1, 90, "job 1 to reach its time limit and requeue itself")
         scontrol("update", f"jobid={slurm_id(sweep, 1)}", "TimeLimit=30")  # its next attempt has time
         out = finish(proc, tmp_path, 400)
-        _, ref_err = ref.communicate(timeout=400)
+        ref_errs = [ref.communicate(timeout=400)[1] for ref in refs]
     finally:
         cleanup(proc, sweep)
-        if ref.poll() is None:
-            ref.kill()
+        for ref in refs:
+            if ref.poll() is None:
+                ref.kill()
     assert proc.returncode == 0, out
-    assert ref.returncode == 0, ref_err[-2000:]
+    assert [ref.returncode for ref in refs] == [0, 0], [e[-2000:] for e in ref_errs]
+    reference = {r["config_hash"]: r for r in (results(p) for p in tmp_path.glob("ref*/[0-9]"))}
     for i in range(4):
-        res, base = results(d[i]), results(ref_sweep / str(i))
+        res = results(d[i])
+        base = reference[res["config_hash"]]
         assert res["status"] == "ok", (i, res.get("error"))
-        assert res["config_hash"] == base["config_hash"]
         assert res["train"]["steps"] == base["train"]["steps"] == 500
         for key in ("train_loss", "val_loss"):
             assert res["train"][key] == pytest.approx(base["train"][key], rel=1e-5, abs=1e-6), (i, key)

@@ -186,8 +186,12 @@ def record_slurm_end(run_dir: Path, config: DictConfig, overrides: Sequence[str]
     if not isinstance(res, dict):
         res = _blank_results(config)
     if not (run_dir / ".hydra" / "overrides.yaml").is_file():  # it never started: the summary still lists it
+        from ..track.launch import write_job_launch
+
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+        if OmegaConf.select(config, "launch_id"):  # of this launch, as the job would have recorded it
+            write_job_launch(run_dir, str(OmegaConf.select(config, "launch_id")))
     step = (res.get("train") or {}).get("steps") or _last_step(run_dir)
     was = res.get("error") if res.get("status") in FINAL_STATUSES else None
     res["status"] = status

@@ -127,3 +127,17 @@ class SlurmStates:
             log.info("job states come from squeue, and from sacct once squeue has forgotten a job")
         self.sacct_works = True
         return _parse(out)
+
+
+def unfinished_row(res: dict) -> dict:
+    """status and error for the summary row of a job whose results.json never got a final status:
+    still `running` while SLURM runs (or will rerun) it, else `failed` with SLURM's state. Off SLURM
+    (no slurm_job_id in results.json), the job died: `failed`."""
+    error = res.get("error") or f"job ended with status {res.get('status')}"
+    job_id = res.get("slurm_job_id")
+    if not job_id:
+        return {"status": "failed", "error": error}
+    state = (SlurmStates().query([job_id]) or {}).get(job_id)
+    if state in ACTIVE:
+        return {"status": "running", "error": f"SLURM job {job_id} is {state}: not ended yet"}
+    return {"status": "failed", "error": f"{error} (SLURM job {job_id}: {state or 'no longer known'})"}

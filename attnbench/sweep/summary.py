@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 from ..report.format import fmt, markdown_table, text_table
 from ..report.runs import JobSet, Run, differing_overrides, job_set, largest_ok
 from ..track.results import FINAL_STATUSES
+from .slurm_state import unfinished_row
 
 COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
            "train_tokens_per_s", "val_loss", "metric_name", "metric", "reused", "error", "all_overrides", "dir",
@@ -27,8 +28,8 @@ COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "for
 def job_row(run: Run, sweep_dir: Path) -> dict:
     """One summary row: the job's status, key figures and error from its results.json."""
     res = run.res
-    if res.get("status") not in (*FINAL_STATUSES, "unreadable"):  # "running": killed mid-job
-        res = {**res, "status": "failed", "error": res.get("error") or f"job ended with status {res.get('status')}"}
+    if res.get("status") not in (*FINAL_STATUSES, "unreadable"):  # "running": killed mid-job, or still on SLURM
+        res = {**res, **unfinished_row(res)}
     train = res.get("train") or {}
     fwd = largest_ok(res.get("bench"), "forward") or {}
     try:
