@@ -24,36 +24,10 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..registry import KERNELS
-from . import sinks as _sinks  # attn.sinks inside the kernels (it reads this module's mask helpers)
+from . import sinks as _sinks  # attn.sinks inside the kernels
+from .masks import MaskSpec, additive_mask, allowed_mask  # re-exported: kernels.MaskSpec is public
 
 ALL_DEVICES = frozenset({"cpu", "cuda", "mps"})
-
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """Which keys each query may see. Query i sits at absolute position q_offset + i;
-    keys sit at 0..S-1 (the KV cache holds everything before the chunk)."""
-
-    causal: bool = True
-    window: Optional[int] = None  # query p sees keys p-window+1 .. p
-    q_offset: int = 0
-
-
-def allowed_mask(T: int, S: int, spec: MaskSpec, device: torch.device) -> Tensor:
-    """Boolean (T, S) mask, True = may attend. Vectorised: no Python loop per row."""
-    q_pos = torch.arange(spec.q_offset, spec.q_offset + T, device=device)[:, None]  # (T, 1)
-    k_pos = torch.arange(S, device=device)[None, :]  # (1, S)
-    ok = k_pos <= q_pos if spec.causal else torch.ones(T, S, dtype=torch.bool, device=device)
-    if spec.window is not None:
-        ok = ok & (q_pos - k_pos < spec.window)
-    return ok
-
-
-def additive_mask(T: int, S: int, spec: MaskSpec, bias: Optional[Tensor], dtype: torch.dtype, device) -> Tensor:
-    """Float mask: bias where allowed, -inf elsewhere. (H, T, S) with a bias, else (T, S)."""
-    ok = allowed_mask(T, S, spec, device)
-    base = bias.to(dtype) if bias is not None else torch.zeros(T, S, dtype=dtype, device=device)
-    return base.masked_fill(~ok, float("-inf"))
 
 
 class Kernel:

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# kernels.py imports this module at its top; the mask helpers are looked up on it at call time.
-from . import kernels
+from .masks import MaskSpec, additive_mask, allowed_mask
 
 
 def softmax_with_sinks(scores: Tensor, sinks: Tensor) -> Tensor:
@@ -40,7 +39,7 @@ def _pad(D: int, device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8 - D % 8
 
 
-def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: "kernels.MaskSpec", bias: Optional[Tensor], scale: float,
+def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor], scale: float,
                     sinks: Tensor, dropout: float = 0.0) -> Tensor:
     """F.scaled_dot_product_attention with a sink logit per query head (see the module docstring).
     q (B, H, T, D); k, v (B, Hkv, S, D); sinks (H,) → (B, H, T, D)."""
@@ -58,14 +57,14 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: "kernels.MaskSpec"
     kw = dict(scale=scale, dropout_p=dropout, enable_gqa=Hkv != H)
     if causal_fast:
         return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, **kw)[:, :, 1:, :D]
-    shifted = kernels.MaskSpec(causal=spec.causal, window=spec.window, q_offset=spec.q_offset + 1)  # real key j at index j+1
+    shifted = MaskSpec(causal=spec.causal, window=spec.window, q_offset=spec.q_offset + 1)  # real key j at index j+1
     if bias is None:
-        mask = kernels.allowed_mask(T, S + 1, shifted, q.device)  # (T, 1 + S) bool
+        mask = allowed_mask(T, S + 1, shifted, q.device)  # (T, 1 + S) bool
         mask[:, 0] = True  # the sink is never masked, whatever the window
     else:
         mask_dtype = torch.float32 if q.device.type == "cpu" else q.dtype  # as sdpa_attention
         padded = F.pad(bias, (1, 0))  # (H, T, 1 + S): no bias on the sink
-        mask = kernels.additive_mask(T, S + 1, shifted, padded, mask_dtype, q.device)
+        mask = additive_mask(T, S + 1, shifted, padded, mask_dtype, q.device)
         mask[..., 0] = 0.0
     return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, **kw)[..., :D]
 
