@@ -69,7 +69,7 @@ def test_an_oversized_model_is_refused_fast_without_allocating():
     assert time.perf_counter() - t < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100 * 1024  # no model-sized allocation
     msg = str(err.value)
-    assert msg.startswith("model.n_layers=100000 model.d_model=64 vocab=256: the job needs at least ")
+    assert msg.startswith("model.n_layers=100000 model.d_model=64 model.vocab_size=256: the job needs at least ")
     assert "4,979,249,280 params" in msg and "of RAM on this machine (device=cpu)" in msg and "\n" not in msg
 
 

@@ -84,7 +84,7 @@ def check_size(spec: Any, device_type: str, memory: Optional[int], where: str,
     if est.total_bytes <= memory:
         return est
     m = spec.cfg.model
-    keys = f"model.n_layers={m.n_layers} model.d_model={m.d_model} vocab={spec.vocab_size}"
+    keys = f"model.n_layers={m.n_layers} model.d_model={m.d_model} model.vocab_size={spec.vocab_size}"
     if est.activation_bytes > est.total_bytes / 2:
         keys = est.activation_keys
     parts = [f"{est.params:,} params: weights {gib(est.weights_bytes)}"]
