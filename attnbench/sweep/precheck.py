@@ -40,8 +40,9 @@ class SweepRefused(ConfigError):
 
 def check_sweep_overrides(overrides: Sequence[str]) -> int:
     """Compose and validate every job of the multirun that `overrides` (the command line, without
-    -m) describe; return the number of jobs. Raises ConfigError (one line) when the sweep itself
-    cannot be parsed or composed, SweepRefused when any job is invalid."""
+    -m) describe; return the number of jobs checked (0 for a sweeper other than Hydra's basic one,
+    which picks its jobs as it goes). Raises ConfigError (one line) when the sweep itself cannot be
+    parsed or composed, SweepRefused when any job is invalid."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra import initialize_config_dir
 
@@ -53,6 +54,10 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             hydra = GlobalHydra.instance().hydra
             master = _master_config(hydra, overrides, one_line_error)
+            if "BasicSweeper" not in str(master.hydra.sweeper.get("_target_", "")):
+                log.info("hydra.sweeper=%s: its jobs are not known before it runs; not checked here",
+                         master.hydra.sweeper.get("_target_"))
+                return 0
             jobs = sweep_jobs(master, one_line_error)
             errors = _check_jobs(hydra.config_loader, master, jobs, one_line_error)
     finally:
