@@ -13,21 +13,12 @@ from omegaconf import DictConfig
 from .config import conf_dir
 from .job import run_job
 from .report.console import format_results
+from .sweep.plugins import register_launchers
 
 log = logging.getLogger("attnbench")
 
 
-def _register_launcher() -> None:
-    """hydra/launcher=slurm_gpu's launcher (attnbench/sweep/slurm_launcher.py). Hydra finds plugins by
-    walking the `hydra_plugins` package, which an editable install (`pip install -e .`) hides behind a
-    path hook that pkgutil cannot walk; Hydra's own `register` makes it known either way."""
-    from hydra.core.plugins import Plugins
-    from hydra_plugins.attnbench_slurm_launcher.launcher import AttnbenchSlurmLauncher
-
-    Plugins.instance().register(AttnbenchSlurmLauncher)
-
-
-_register_launcher()
+register_launchers()  # hydra/launcher=slurm_gpu under an editable install too (sweep/plugins.py)
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)

@@ -72,20 +72,28 @@ def slurm():
 
 
 # ----------------------------------------------------------------------------- helpers
-def wait_until(pred, timeout: float, what: str, poll: float = 0.2):
+def wait_until(pred, timeout: float, what: str, poll: float = 0.2, proc: subprocess.Popen | None = None):
+    """Poll `pred`; with `proc` (the launcher), fail at once with its log if it ends first, since a
+    launcher that exited early (a refused sweep, a crash) would otherwise cost the whole timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = pred()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            log = getattr(proc, "log_path", None)
+            tail = log.read_text()[-3000:] if log is not None and log.is_file() else ""
+            raise AssertionError(f"the launcher exited ({proc.returncode}) while waiting for {what}:\n{tail}")
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def launch(tmp_path: Path, sweep: Path, *overrides: str) -> subprocess.Popen:
     log = open(tmp_path / "launcher.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "attnbench", "-m", *LAUNCH, *overrides,
+    proc = subprocess.Popen([sys.executable, "-m", "attnbench", "-m", *LAUNCH, *overrides,
                              f"hydra.sweep.dir={sweep}"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    proc.log_path = tmp_path / "launcher.log"  # for wait_until's early-exit message
+    return proc
 
 
 def slurm_id(sweep: Path, num: int, timeout: float = 60) -> str:
@@ -162,16 +170,16 @@ def test_scancel_kill_and_endless_preemption_give_clear_rows(slurm, tmp_path):
                   "hydra.launcher.max_num_requeue=1", "hydra.launcher.signal_delay_s=30")
     try:
         d = [sweep / str(i) for i in range(4)]
-        wait_until(lambda: rows(d[0]) >= 20 and rows(d[1]) >= 20, 120, "jobs 0 and 1 to train")
+        wait_until(lambda: rows(d[0]) >= 20 and rows(d[1]) >= 20, 120, "jobs 0 and 1 to train", proc=proc)
         subprocess.run(["scancel", slurm_id(sweep, 0)], check=True, timeout=30)
         before = rows(d[1])
         scontrol("requeue", slurm_id(sweep, 1))  # preemption 1 of 2: once more than max_num_requeue=1
-        wait_until(lambda: attempts(d[1]) == 1, 60, "preemption 1 of job 1 to be recorded")
-        wait_until(lambda: rows(d[2]) >= 20, 120, "job 2 to train")  # in job 0's place
+        wait_until(lambda: attempts(d[1]) == 1, 60, "preemption 1 of job 1 to be recorded", proc=proc)
+        wait_until(lambda: rows(d[2]) >= 20, 120, "job 2 to train", proc=proc)  # in job 0's place
         kill_step(slurm_id(sweep, 2))
-        wait_until(lambda: rows(d[1]) >= before + 20, 120, "job 1 to resume")
+        wait_until(lambda: rows(d[1]) >= before + 20, 120, "job 1 to resume", proc=proc)
         scontrol("requeue", slurm_id(sweep, 1))
-        wait_until(lambda: attempts(d[1]) == 2, 60, "preemption 2 of job 1 to be recorded")
+        wait_until(lambda: attempts(d[1]) == 2, 60, "preemption 2 of job 1 to be recorded", proc=proc)
         out = finish(proc, tmp_path, 240)
     finally:
         cleanup(proc, sweep)
@@ -218,12 +226,12 @@ def test_preempted_and_timed_out_jobs_continue_to_the_uninterrupted_result(slurm
     proc = launch(tmp_path, sweep, *grid, "hydra.launcher.signal_delay_s=55")
     d = [sweep / str(i) for i in range(4)]
     try:
-        wait_until(lambda: rows(d[1]) >= 1, 180, "job 1 to train")
+        wait_until(lambda: rows(d[1]) >= 1, 180, "job 1 to train", proc=proc)
         # 1 minute, of which SIGUSR1 is due 55 s before the end: at once. SLURM checks every 30 s.
         scontrol("update", f"jobid={slurm_id(sweep, 1)}", "TimeLimit=1")
-        wait_until(lambda: rows(d[0]) >= 50, 180, "job 0 to train")
+        wait_until(lambda: rows(d[0]) >= 50, 180, "job 0 to train", proc=proc)
         scontrol("requeue", slurm_id(sweep, 0))
-        wait_until(lambda: attempts(d[1]) >= 1, 90, "job 1 to reach its time limit and requeue itself")
+        wait_until(lambda: attempts(d[1]) >= 1, 90, "job 1 to reach its time limit and requeue itself", proc=proc)
         scontrol("update", f"jobid={slurm_id(sweep, 1)}", "TimeLimit=30")  # its next attempt has time
         out = finish(proc, tmp_path, 400)
         ref_errs = [ref.communicate(timeout=400)[1] for ref in refs]

@@ -47,8 +47,10 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
     from hydra import initialize_config_dir
 
     from ..config import check_group_overrides, conf_dir, one_line_error
+    from .plugins import register_launchers
 
     check_group_overrides(overrides)
+    register_launchers()  # hydra/launcher=slurm_gpu composes only once its base config is stored
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
