@@ -24,7 +24,7 @@ SCRIPT = ROOT / "benchmarks" / "slurm" / "local_cluster.sh"
 HOW = ("SLURM tests skipped: no local SLURM here (as root: apt-get install slurm-wlm munge, then "
        "bash benchmarks/slurm/local_cluster.sh start; or export SLURM_CONF of a running test cluster)")
 LAUNCH = ["hydra/launcher=slurm_gpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-          "hydra.launcher.poll_s=1", "device=cpu", "logger=none", "stages=[train]", "train.batch_size=8",
+          "hydra.launcher.poll_s=1", "device=cpu", "device.threads=1", "logger=none", "stages=[train]", "train.batch_size=8",
           "train.eval_batches=1", "train.log_every=1"]
 
 pytestmark = pytest.mark.slow
@@ -216,7 +216,10 @@ def test_preempted_and_timed_out_jobs_continue_to_the_uninterrupted_result(slurm
     basic launcher, each step once in metrics.jsonl, and the launcher exits 0. (SLURM checks time limits
     every 30 s, so the jobs train for ~40 s; the reference runs meanwhile.)"""
     sweep = tmp_path / "sweep"
-    grid = ["attn=mha,gqa", "seed=0,1", "train.steps=500", "train.batch_size=32", "train.eval_every=100"]
+    # 1000 steps of ~25 ms (one thread each: 2 SLURM jobs and 2 reference jobs share the cores without
+    # oversubscribing them) keep job 1 running past SLURM's next 30 s time-limit check.
+    steps = 1000
+    grid = ["attn=mha,gqa", "seed=0,1", f"train.steps={steps}", "train.batch_size=32", "train.eval_every=200"]
     common = [x for x in LAUNCH if not x.startswith("hydra")] + grid
     # The reference: the same 4 jobs through the basic launcher, as two half sweeps side by side.
     refs = [subprocess.Popen([sys.executable, "-m", "attnbench", "-m", *common, f"seed={seed}",
@@ -247,11 +250,11 @@ def test_preempted_and_timed_out_jobs_continue_to_the_uninterrupted_result(slurm
         res = results(d[i])
         base = reference[res["config_hash"]]
         assert res["status"] == "ok", (i, res.get("error"))
-        assert res["train"]["steps"] == base["train"]["steps"] == 500
+        assert res["train"]["steps"] == base["train"]["steps"] == steps
         for key in ("train_loss", "val_loss"):
             assert res["train"][key] == pytest.approx(base["train"][key], rel=1e-5, abs=1e-6), (i, key)
-        steps = [json.loads(line)["step"] for line in (d[i] / "metrics.jsonl").read_text().splitlines()]
-        assert steps == list(range(1, 501)), i  # each step exactly once, in order
+        logged = [json.loads(line)["step"] for line in (d[i] / "metrics.jsonl").read_text().splitlines()]
+        assert logged == list(range(1, steps + 1)), i  # each step exactly once, in order
     assert results(d[0])["continuations"]["preempted"] == 1 and results(d[0])["train"]["resumed_from_step"]
     assert results(d[1])["continuations"]["timeout"] >= 1 and results(d[1])["train"]["resumed_from_step"]
     assert "4 jobs, 4 ok" in out
