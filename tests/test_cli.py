@@ -23,10 +23,10 @@ ERRORS = [
                  "sdpa_efficient, sdpa_flash, sdpa_math, torch_mha, wrapper]", id="unknown-kernel"),
     pytest.param(["attn.windw=3"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, window, impl, "
                  "qkv_bias, dropout, softcap, gate, sinks, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
-                 "rope_head_dim, v_head_dim, absorb, lambda_init, feature_map, chunk_size]", id="unknown-key"),
+                 "rope_head_dim, v_head_dim, absorb, lambda_init, feature_map, chunk_size, short_conv]", id="unknown-key"),
     pytest.param(["+attn.windw=3"], "attn.windw: unknown key; choose from [name, n_heads, n_kv_heads, window, impl, "
                  "qkv_bias, dropout, softcap, gate, sinks, kv_lora_rank, q_lora_rank, qk_nope_head_dim, "
-                 "rope_head_dim, v_head_dim, absorb, lambda_init, feature_map, chunk_size]", id="unknown-key-appended"),
+                 "rope_head_dim, v_head_dim, absorb, lambda_init, feature_map, chunk_size, short_conv]", id="unknown-key-appended"),
     pytest.param(["attn.n_heads=four"], "attn.n_heads: Value 'four' of type 'str' could not be converted to Integer",
                  id="wrong-type"),
     pytest.param(["model.tie_embeddings=maybe"], "model.tie_embeddings: Value 'maybe' is not a valid bool (type str)",

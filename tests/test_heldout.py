@@ -107,7 +107,7 @@ def test_variants_at_the_same_value_share_one_command(tmp_path):
             for lr in (1e-3, 3e-3) for seed in (0, 1)]
     comp = group(report.collect([_sweep(tmp_path / "s", jobs)]), tune="train.lr")
     cmds = heldout.confirm_commands(comp, [tmp_path / "s"], report.variants.show)
-    assert len(cmds) == 2 and "attn=mha,gqa,mqa logger=none train.lr=0.001 seed=2,3 " in cmds[0]
+    assert len(cmds) == 2 and "attn=mha,gqa,mqa logger=none train.lr=0.001 seed=2,3,4 " in cmds[0]
 
 
 def test_one_value_is_not_a_choice(tmp_path):

@@ -159,7 +159,83 @@ def test_bad_linear_configs_fail_with_one_line(overrides, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("override", ["attn.feature_map=elu1", "attn.chunk_size=16"])
+@pytest.mark.parametrize("override", ["attn.feature_map=elu1", "attn.chunk_size=16", "attn.short_conv=4"])
 def test_linear_fields_without_attn_linear_are_rejected(override):
     with pytest.raises(ConfigError, match=rf"^{override.split('=')[0]}=.*only used by attn=linear \(got attn=gqa\)"):
         load_config(["stages=[]", "attn=gqa", override])
+
+
+# ----------------------------------------------------------------------------- attn.short_conv (Based's short convolution)
+def conv_model(*overrides: str):
+    """A model with attn.short_conv=3 whose convolutions are random (at init they are the identity)."""
+    model = build_model(cfg_of("attn.short_conv=3", *overrides)).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.conv.weight.normal_()
+    return model
+
+
+def test_short_conv_starts_as_plain_linear_attention():
+    plain, conv = build_model(cfg_of()), build_model(cfg_of("attn.short_conv=4"))
+    conv.load_state_dict(plain.state_dict(), strict=False)  # the same weights, the conv at its init
+    idx = torch.randint(0, 40, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(conv(idx), plain(idx), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("overrides", [(), ("pos=rope", "attn.n_kv_heads=2")])
+def test_short_conv_cached_decoding_equals_the_full_pass_and_is_causal(overrides):
+    model = conv_model(*overrides)
+    idx = torch.randint(0, 40, (2, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(cached_logits(model, idx, 19), model(idx), atol=1e-5, rtol=1e-5)
+    assert_causal(model, idx[:1, :20], 13, 40)
+
+
+def test_short_conv_mixes_the_previous_tokens_only():
+    """One channel: a conv with taps (a, b, c) gives y_t = a·x_{t-2} + b·x_{t-1} + c·x_t."""
+    from attnbench.model.linear_attention import ShortConv
+
+    conv = ShortConv(1, 3)
+    with torch.no_grad():
+        conv.weight[0, 0] = torch.tensor([2.0, 3.0, 5.0])
+    x = torch.tensor([1.0, 10.0, 100.0, 1000.0]).view(1, 4, 1)  # (B, T, C)
+    assert conv(x).flatten().tolist() == [5.0, 53.0, 532.0, 5320.0]
+
+
+def test_short_conv_state_bytes_snapshot_and_flops():
+    cfg = cfg_of("attn.short_conv=3")
+    model = conv_model()
+    # L · (Hkv · (F·D + F) + (K - 1) · (H + 2·Hkv)·D) · 4, F = D = 8, H = Hkv = 4, K = 3
+    assert recurrent_state_bytes(cfg) == 2 * (4 * (8 * 8 + 8) + 2 * 96) * 4 == model.init_cache(1, 16).nbytes()
+    cache = model.init_cache(1, 40)
+    idx = torch.randint(0, 40, (1, 12))
+    with torch.no_grad():
+        model(idx, cache)
+        snap = cache.snapshot()
+        a = model(idx[:, :1], cache)
+        cache.restore(snap)
+        b = model(idx[:, :1], cache)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    extra = 2 * 2 * 3 * 96  # L · 2 · K · (H + 2·Hkv)·D per token
+    assert flops_per_token_decode(cfg, 2048, 16) - flops_per_token_decode(cfg_of(), 2048, 16) == extra
+    assert flops_per_token_fwd(cfg, 64) - flops_per_token_fwd(cfg_of(), 64) == extra
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counted = []
+    for m in (model, build_model(cfg_of()).eval()):
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            m(torch.randint(0, 40, (2, 16)))
+        counted.append(fc.get_total_flops())
+    assert counted[0] - counted[1] == 2 * 16 * extra  # torch counts the convolution as the formula does
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1", "attn.short_conv=1: must be null (none) or an integer >= 2"),
+    ("0", "attn.short_conv=0: must be null (none) or an integer >= 2"),
+    ("true", "attn.short_conv: Value 'True' of type 'bool' could not be converted to Integer"),
+])
+def test_bad_short_conv_fails_with_one_line(value, message):
+    with pytest.raises(ConfigError) as err:
+        load_config([*BASE, f"attn.short_conv={value}"])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)

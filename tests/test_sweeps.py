@@ -496,3 +496,16 @@ def test_mla_study_matches_kv_bytes_per_token():
         cfg = load_config(["experiment=mla", *job])
         kv[next(o for o in job if o.startswith("+experiment/mla=")).split("=")[1]] = kv_cache_bytes_per_token(cfg)
     assert kv["mla_r56"] == kv["gqa"] and kv["mla_r24"] == kv["mqa"] and kv["mha"] == 2 * kv["gqa"] == 4 * kv["mqa"]
+
+
+def test_mqar_grid_fits_the_keys_and_runs_with_linear_attention_and_its_short_conv():
+    """Finding 13's grid: every job validates with softmax and with linear attention + short conv, no
+    cell asks for more pairs than there are keys, and the sequence holds the pairs and the queries."""
+    from attnbench.train.data import AssociativeRecall
+
+    for attn in (["attn=mha"], ["attn=linear", "attn.short_conv=4"]):
+        for job in experiment_jobs("mqar"):
+            c = load_config(["experiment=mqar", *attn, *job])
+            data = AssociativeRecall(c.data.vocab_size, c.data.n_pairs, c.data.n_queries, 0)
+            assert c.data.n_pairs <= data.n_keys and data.not_applicable(c.train.seq_len) is None
+            assert c.attn.get("short_conv") == (4 if attn[0] == "attn=linear" else None)

@@ -36,6 +36,7 @@ class AttnConfig:
     # attn=linear (Katharopoulos et al. 2020, model/linear_attention.py); set by conf/attn/linear.yaml
     feature_map: Optional[str] = None  # elu1 | relu | taylor2
     chunk_size: Optional[int] = None  # tokens per chunk of the parallel (training / prefill) form
+    short_conv: Optional[int] = None  # taps of a causal depthwise conv on q, k, v (Based); null = none
 
 
 @dataclass

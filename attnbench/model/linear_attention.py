@@ -10,6 +10,14 @@ attn.chunk_size tokens the masked (C × C) form, across chunks the running state
 O(T · (C + F · Dv / C)), linear in T. A one-token step (decode) updates the state
 (`recurrent_step`). RoPE, when chosen, rotates q and k before φ; GQA shares a state per KV head.
 ε = 1e-6 (the authors' code) keeps relu's all-zero features from dividing by zero.
+
+attn.short_conv = K adds a causal depthwise convolution of K taps over time on the q, k, v
+projections (Based, Arora et al. 2024; fla's ShortConvolution in GLA / DeltaNet; every fixed-state
+model of Zoology has one). Why: on associative recall a value must be stored under the key one
+token before it, and linear attention cannot form the sharp previous-token head that softmax
+attention uses for that; the convolution gives each token its predecessors directly. It starts as
+the identity (weight 1 on the current token), so K taps begin as plain linear attention. Decoding
+keeps the last K - 1 projections per layer next to the state: still constant in the context.
 """
 from __future__ import annotations
 
@@ -60,9 +68,11 @@ class RecurrentState:
     GPT advances it; `max_len` only bounds positions (the state itself never fills)."""
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, feat: int, v_dim: int, max_len: int,
-                 device: torch.device):
+                 device: torch.device, conv_taps: int = 0, conv_channels: int = 0):
         self.S = torch.zeros(n_layers, batch_size, n_kv_heads, feat, v_dim, device=device)
         self.z = torch.zeros(n_layers, batch_size, n_kv_heads, feat, device=device)
+        # attn.short_conv: the last K - 1 q/k/v projections per layer (B, K-1, channels); empty without
+        self.conv = torch.zeros(n_layers, batch_size, max(conv_taps - 1, 0), conv_channels, device=device)
         self.max_len, self.pos = max_len, 0
 
     def get(self, layer: int) -> tuple[Tensor, Tensor]:
@@ -75,16 +85,16 @@ class RecurrentState:
         self.pos += T
 
     def snapshot(self) -> Any:
-        return self.pos, self.S.clone(), self.z.clone()
+        return self.pos, self.S.clone(), self.z.clone(), self.conv.clone()
 
     def restore(self, snap: Any) -> None:
         """Back to a snapshot (the bench decodes the same positions on every call)."""
         self.pos = snap[0]
-        self.S.copy_(snap[1])
-        self.z.copy_(snap[2])
+        for mine, saved in zip((self.S, self.z, self.conv), snap[1:]):
+            mine.copy_(saved)
 
     def nbytes(self) -> int:
-        return (self.S.numel() + self.z.numel()) * self.S.element_size()
+        return (self.S.numel() + self.z.numel() + self.conv.numel()) * self.S.element_size()
 
 
 def chunked_linear_attention(q: Tensor, k: Tensor, v: Tensor, chunk: int, state: Optional[tuple[Tensor, Tensor]] = None
@@ -127,6 +137,26 @@ def recurrent_step(q: Tensor, k: Tensor, v: Tensor, state: tuple[Tensor, Tensor]
     return y.reshape(B, H, 1, -1).to(q.dtype), (S, z)
 
 
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over time, `taps` wide, on (B, T, channels); identity at init.
+    With a RecurrentState it continues from (and writes back) the last taps - 1 inputs of the layer."""
+
+    def __init__(self, channels: int, taps: int):
+        super().__init__()
+        self.taps = taps
+        self.weight = nn.Parameter(torch.zeros(channels, 1, taps))  # Conv1d's depthwise layout
+        with torch.no_grad():
+            self.weight[:, 0, -1] = 1.0  # the current token: plain linear attention to start from
+
+    def forward(self, x: Tensor, cache: Optional[RecurrentState] = None, layer: int = 0) -> Tensor:
+        B, T, C = x.shape
+        past = x.new_zeros(B, self.taps - 1, C) if cache is None else cache.conv[layer].to(x.dtype)
+        full = torch.cat([past, x], dim=1)  # (B, taps - 1 + T, C)
+        if cache is not None:
+            cache.conv[layer] = full[:, T:]  # the last taps - 1 inputs
+        return F.conv1d(full.transpose(1, 2), self.weight.to(x.dtype), groups=C).transpose(1, 2)  # (B, T, C)
+
+
 class LinearAttention(nn.Module):
     """Parameter names as CausalSelfAttention's (qkv fused, out; q_norm/k_norm with norm.qk_norm)."""
 
@@ -134,12 +164,14 @@ class LinearAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, feature_map: str, chunk_size: int,
                  qkv_bias: bool = False, resid_dropout: float = 0.0, out_bias: bool = True,
-                 q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None):
+                 q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None, short_conv: int = 0):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
         self.phi, feat = FEATURE_MAPS[feature_map]
         self.feature_dim, self.chunk_size = feat(self.head_dim), chunk_size
-        self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=qkv_bias)
+        channels = (n_heads + 2 * n_kv_heads) * self.head_dim
+        self.qkv = nn.Linear(d_model, channels, bias=qkv_bias)
+        self.conv = ShortConv(channels, short_conv) if short_conv else None
         self.out = nn.Linear(d_model, d_model, bias=out_bias)
         self.out.residual_proj = True
         self.resid_drop = nn.Dropout(resid_dropout)
@@ -148,7 +180,10 @@ class LinearAttention(nn.Module):
     def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[RecurrentState] = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
+        qkv = self.qkv(x)  # (B, T, (H + 2·Hkv)·D)
+        if self.conv is not None:
+            qkv = self.conv(qkv, cache, layer)
+        q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
         q, k = q.view(B, T, H, D), k.view(B, T, Hkv, D)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
@@ -174,7 +209,7 @@ class Linear(Mechanism):
     """attn=linear: causal linear attention (Katharopoulos et al. 2020)."""
 
     name = "linear"
-    fields = ("feature_map", "chunk_size")
+    fields = ("feature_map", "chunk_size", "short_conv")
     supports_bias = False
     supports_window = False
     supports_softcap = False
@@ -191,6 +226,9 @@ class Linear(Mechanism):
         c = a.chunk_size
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             return f"attn.chunk_size={c}: must be an integer >= 1 (tokens per chunk of the parallel form)"
+        k = a.get("short_conv")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+            return f"attn.short_conv={k}: must be null (none) or an integer >= 2 (taps of the causal convolution)"
         return None
 
     @classmethod
@@ -202,7 +240,17 @@ class Linear(Mechanism):
         norm = (lambda: NORMS.get(cfg.norm.name)(spec.head_dim, cfg.norm.eps, bias=bool(m.bias))) \
             if cfg.norm.qk_norm else (lambda: None)
         return LinearAttention(spec.d_model, spec.n_heads, spec.n_kv_heads, str(a.feature_map), int(a.chunk_size),
-                               bool(a.qkv_bias), float(m.dropout), bool(m.bias), q_norm=norm(), k_norm=norm())
+                               bool(a.qkv_bias), float(m.dropout), bool(m.bias), q_norm=norm(), k_norm=norm(),
+                               short_conv=cls.conv_taps(spec))
+
+    @staticmethod
+    def conv_taps(spec: Any) -> int:
+        """attn.short_conv, 0 without one."""
+        return int(spec.cfg.attn.get("short_conv") or 0)
+
+    @staticmethod
+    def qkv_channels(spec: Any) -> int:
+        return (spec.n_heads + 2 * spec.n_kv_heads) * spec.head_dim
 
     @classmethod
     def feature_dim(cls, spec: Any) -> int:
@@ -212,9 +260,10 @@ class Linear(Mechanism):
     def attention_flops(cls, spec: Any, keys: float, decode: bool) -> float:
         """Per token (F feature dims, Dv = D, G = H / Hkv): reading the state 2·H·F·Dv + its normaliser 2·H·F,
         adding the token to it 2·Hkv·F·Dv (decode: that is all, whatever the context). In a full pass the
-        chunk's masked scores and AV add 2·H·(F + Dv)·c̄ with c̄ = (C + 1) / 2 keys per query."""
+        chunk's masked scores and AV add 2·H·(F + Dv)·c̄ with c̄ = (C + 1) / 2 keys per query.
+        attn.short_conv = K adds 2·K·(H + 2·Hkv)·D, in both."""
         H, Hkv, D, Fd = spec.n_heads, spec.n_kv_heads, spec.head_dim, cls.feature_dim(spec)
-        state = 2 * H * Fd * D + 2 * H * Fd + 2 * Hkv * Fd * D
+        state = 2 * H * Fd * D + 2 * H * Fd + 2 * Hkv * Fd * D + 2 * cls.conv_taps(spec) * cls.qkv_channels(spec)
         if decode:
             return state
         c = min(int(spec.cfg.attn.chunk_size), max(int(2 * keys - 1), 1))  # keys = (T + 1) / 2 for causal T
@@ -226,13 +275,16 @@ class Linear(Mechanism):
 
     @classmethod
     def state_bytes(cls, spec: Any, bytes_per_element: int) -> int:
-        """S and z of every layer and KV head, kept in fp32: L · Hkv · (F · D + F) · 4 per sequence."""
+        """S and z of every layer and KV head, kept in fp32: L · Hkv · (F · D + F) · 4 per sequence,
+        plus with attn.short_conv = K the last K - 1 projections: L · (K - 1) · (H + 2·Hkv)·D · 4."""
         Fd = cls.feature_dim(spec)
-        return spec.n_layers * spec.n_kv_heads * (Fd * spec.head_dim + Fd) * 4
+        conv = max(cls.conv_taps(spec) - 1, 0) * cls.qkv_channels(spec)
+        return spec.n_layers * (spec.n_kv_heads * (Fd * spec.head_dim + Fd) + conv) * 4
 
     @classmethod
     def init_cache(cls, model: nn.Module, batch_size: int, max_len: int, device: torch.device,
                    dtype: torch.dtype) -> RecurrentState:
         attn = model.blocks[0].attn
+        taps, channels = (attn.conv.taps, attn.conv.weight.shape[0]) if attn.conv is not None else (0, 0)
         return RecurrentState(model.n_layers, batch_size, attn.n_kv_heads, attn.feature_dim, attn.head_dim,
-                              max_len, device)
+                              max_len, device, taps, channels)

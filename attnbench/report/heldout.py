@@ -34,6 +34,7 @@ from .tables import csv_row
 HELD_OUT = "held_out"
 SAME_RUNS = "same_runs (optimistic)"
 ONE_VALUE = "one_value"
+MIN_CONFIRM = 3  # held-out replicates per variant at least: a claim needs 3 (tuning on 2 seeds is then cheaper)
 CONFIRM_SUFFIX = "_confirm"  # confirmation jobs go into <first report path>_confirm/c<i>
 LAUNCHER_PREFIXES = ("hydra/launcher=", "hydra.launcher.")  # Hydra overrides a confirmation job needs too
 
@@ -182,7 +183,7 @@ def confirm_commands(comp: Any, sources: Sequence[Path], show: Any) -> list[str]
     todo = [v for v in comp.variants if v.selection == SAME_RUNS and v.tuned_value is not None]
     if not todo or not sources:
         return []
-    count = max(2, max(len(v.tuning_reps) for v in todo))
+    count = max(MIN_CONFIRM, max(len(v.tuning_reps) for v in todo))
     fresh = []
     for key in comp.replicates:
         used = [val for v in comp.variants for rep in v.all_reps for k, val in rep if k == key]
