@@ -19,7 +19,7 @@ JOB = ("stages=[bench,train]", "logger=none", "bench=quick", "bench.memory=none"
 @pytest.mark.slow
 def test_diff_and_linear_run_every_stage_and_reach_the_report(make_cfg, tmp_path):
     figures = {}
-    for i, attn in enumerate([("attn=diff", "pos=rope"), ("attn=linear", "attn.feature_map=taylor2")]):
+    for i, attn in enumerate([("attn=diff", "pos=rope"), ("attn=linear", "attn.feature_map=taylor2", "attn.short_conv=3")]):
         res = run_job(make_cfg(*JOB, *attn), tmp_path / str(i))
         on_disk = json.loads((tmp_path / str(i) / "results.json").read_text())
         assert res["status"] == "ok" and check_results(on_disk) == []
@@ -30,6 +30,7 @@ def test_diff_and_linear_run_every_stage_and_reach_the_report(make_cfg, tmp_path
     assert figures["attn=diff"]["recurrent_state_bytes"] == 0
     assert figures["attn=linear"]["kv_cache_bytes_per_token"] == 0
     F = 1 + 8 + 64  # taylor2 features of D = 8
-    assert figures["attn=linear"]["recurrent_state_bytes"] == 2 * 4 * (F * 8 + F) * 4
+    conv = (3 - 1) * 3 * 32  # short_conv: the last 2 q/k/v projections (3 · d_model channels) per layer
+    assert figures["attn=linear"]["recurrent_state_bytes"] == 2 * (4 * (F * 8 + F) + conv) * 4
     md = (report.build_report([tmp_path]).files["report.md"]).read_text()
     assert "state bytes/seq" in md and "| diff-rope-" in md and "| linear-learned-" in md
