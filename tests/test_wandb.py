@@ -319,3 +319,27 @@ def test_job_sink_and_report_run_share_the_wandb_rules(monkeypatch, tmp_path):
     (sweep / "multirun.yaml").write_text("{}")
     assert wandb_run.sweep_group([], [sweep]) == wandb_rules.sweep_group(sweep, None)
     assert wandb_sink.has_credentials is wandb_rules.has_credentials
+
+
+def test_attempts_started_in_the_same_second_are_read_oldest_first(tmp_path):
+    """W&B names a second attempt of the same run id in the same second `...-<id>-1`. Run ids may start
+    with a digit, so ordering by the dash-separated field before the last one put the resumed run first
+    (CI: the resumed attempt's steps 5..10 were read as the first attempt's)."""
+    names = [
+        "offline-run-20261207_152944-1abc2def-2",
+        "offline-run-20261207_152944-1abc2def",
+        "run-20261207_152943-1abc2def",
+        "offline-run-20261207_152944-1abc2def-10",
+        "offline-run-20261207_152944-1abc2def-1",
+    ]
+    for name in names:
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+        (tmp_path / "wandb" / name / "run-1abc2def.wandb").write_bytes(b"")
+    got = [p.parent.name for p in find_run_files(tmp_path)]
+    assert got == [
+        "run-20261207_152943-1abc2def",
+        "offline-run-20261207_152944-1abc2def",
+        "offline-run-20261207_152944-1abc2def-1",
+        "offline-run-20261207_152944-1abc2def-2",
+        "offline-run-20261207_152944-1abc2def-10",
+    ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -151,5 +152,17 @@ def find_run_files(run_dir: Path) -> list[Path]:
     """`.wandb` files of the runs under run_dir/wandb (offline-run-* and run-*), oldest first."""
     root = Path(run_dir)
     root = root if root.name == "wandb" else root / "wandb"
-    # folder names end in -<yyyymmdd_hhmmss>-<run id>; the mtime orders runs started in the same second
-    return sorted(root.glob("*run-*/run-*.wandb"), key=lambda p: (p.parent.name.split("-")[-2], p.stat().st_mtime))
+    return sorted(root.glob("*run-*/run-*.wandb"), key=_start_order)
+
+
+# (offline-)run-<yyyymmdd_hhmmss>-<run id>[-<n>]: W&B adds -1, -2, ... when an attempt of the same run id
+# starts within the same second. Run ids may start with a digit, so the stamp is found by its shape,
+# not by its position among the dashes.
+_FOLDER = re.compile(r"run-(\d{8}_\d{6})-[^-]+(?:-(\d+))?$")
+
+
+def _start_order(path: Path) -> tuple[str, int, float]:
+    m = _FOLDER.search(path.parent.name)
+    if m is None:
+        return ("", 0, path.stat().st_mtime)
+    return (m.group(1), int(m.group(2) or 0), path.stat().st_mtime)
