@@ -24,7 +24,7 @@ def test_compiled_run_reports_the_steady_state_throughput(make_cfg, tmp_path, mo
     """A compiled run's step 0 is seconds of compilation; the per-step figures after it are ~1000x faster.
     results.json's tokens_per_s must be close to their median, not the all-steps mean."""
     # A real compilation, whatever ran before: in CI an earlier test compiled the same shapes, and
-    # inductor's FX-graph and AOT caches made this warm-up 0.3 s (the one failure of stop 23).
+    # inductor's FX-graph and AOT caches made this warm-up 0.3 s (a CI failure, stop 22).
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
     monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
