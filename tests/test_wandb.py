@@ -343,3 +343,13 @@ def test_attempts_started_in_the_same_second_are_read_oldest_first(tmp_path):
         "offline-run-20261207_152944-1abc2def-2",
         "offline-run-20261207_152944-1abc2def-10",
     ]
+
+
+def test_the_resumed_run_id_is_read_from_the_file_not_the_attempt_suffix(tmp_path):
+    """A third attempt must resume the same id: the latest folder `...-<id>-1` ends in an attempt number."""
+    from attnbench.track.wandb_sink import previous_run_id
+
+    for name in ("offline-run-20261207_152944-k3x9q2ab", "offline-run-20261207_152944-k3x9q2ab-1"):
+        (tmp_path / "wandb" / name).mkdir(parents=True)
+        (tmp_path / "wandb" / name / "run-k3x9q2ab.wandb").write_bytes(b"")
+    assert previous_run_id(tmp_path) == "k3x9q2ab"

@@ -23,9 +23,9 @@ the record types from wandb's own protobufs (`wandb.proto`), and a test
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -163,6 +163,5 @@ _FOLDER = re.compile(r"run-(\d{8}_\d{6})-[^-]+(?:-(\d+))?$")
 
 def _start_order(path: Path) -> tuple[str, int, float]:
     m = _FOLDER.search(path.parent.name)
-    if m is None:
-        return ("", 0, path.stat().st_mtime)
-    return (m.group(1), int(m.group(2) or 0), path.stat().st_mtime)
+    stamp, attempt = (m.group(1), int(m.group(2) or 0)) if m else ("", 0)
+    return (stamp, attempt, path.stat().st_mtime)

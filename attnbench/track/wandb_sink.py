@@ -252,11 +252,12 @@ class WandbSink:
 
 
 def previous_run_id(run_dir: Path) -> Optional[str]:
-    """The id of the latest W&B run under run_dir/wandb (folders end in -<run id>), or None."""
+    """The id of the latest W&B run under run_dir/wandb, or None. Read from the file's name
+    (run-<id>.wandb): the folder's last field is an attempt number when two started in one second."""
     from .wandb_reader import find_run_files
 
     files = find_run_files(run_dir)
-    return files[-1].parent.name.rsplit("-", 1)[-1] if files else None
+    return files[-1].stem.removeprefix("run-") if files else None
 
 
 def _start(cfg: Any, run_dir: Path, mode: str, run_id: Optional[str] = None) -> Any:
