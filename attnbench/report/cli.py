@@ -77,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{len(rep.comparison.variants)} variants")
     for note in rep.launch_notes:
         print(f"note: {note}")
+    for note in rep.comparison.notes:  # what the variant table does not compare (lengths.py, heldout.py)
+        print(f"note: {note}")
     if note := edge_note(rep.comparison):  # empty without --tune
         print(f"note: {note}")
     if note := confirm_note(rep.comparison):

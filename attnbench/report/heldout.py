@@ -7,6 +7,12 @@ so with more grid values and fewer seeds, and a CI over the same runs does not c
 - the *tuning replicates* of a variant are those present (a job exists, whatever its status) at
   every value of its grid; the value is chosen on their mean objective alone, so a value with more
   seeds is never compared with one with fewer;
+- only a *complete* value can be chosen: one at which every tuning job ended ok (`completeness`).
+  The mean of a value where some seeds diverged is a mean over its survivors, biased in its favour
+  (lr 3e-2 diverged on 2 of 3 seeds; its one survivor's 1.40 must not beat lr 1e-3's three-seed
+  1.51). An incomplete value ranks below every complete one, whatever its mean, and the report says
+  why; when no value is complete nothing is chosen. A value that fails on a tuning seed is an edge
+  of the usable grid: there is no need to extend the grid past it;
 - the *held-out* replicates are those present only at the chosen value (the confirmation jobs
   `confirm_commands` writes: the chosen value, fresh seeds); when a variant has any, its n,
   mean ± CI, Δ vs baseline and verdict come from them alone (a replicate at some values but not
@@ -23,7 +29,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
@@ -60,11 +66,15 @@ def choose(v: Any, tune: Optional[str], objective: str, lower: bool, run_flat: d
     if not tuning:  # the values share no replicate: choose on every job, as nothing is held out
         tuning = set(v.all_reps)
     v.tuning_reps = sorted(tuning, key=lambda t: json.dumps(t, default=str))
+    why = completeness({value: at[i] for i, value in enumerate(values)}, lambda r: rep[id(r)], tuning)
+    v.tuned_incomplete = {x: reason for x, reason in why.items() if reason}
     best, best_mean = None, None
     for i, value in enumerate(values):
         est = stats.mean_ci([x for r in at[i] if r.ok and rep[id(r)] in tuning
                              and num(x := csv_row(r).get(objective))])
         v.tuned_means[value] = est
+        if why[value]:  # chosen on survivors never: ranked below every complete value
+            continue
         if est.mean is not None and (best_mean is None or (est.mean < best_mean if lower else est.mean > best_mean)):
             best, best_mean = i, est.mean
     if best is None:
@@ -81,6 +91,32 @@ def choose(v: Any, tune: Optional[str], objective: str, lower: bool, run_flat: d
         v.chosen = held or list(v.at_value)
         v.selection = selection_of(len(values), held)
     v.tuned_edge = grid_edge(v.tuned_value, values)
+
+
+def completeness(at: dict, replicate: Callable[[Any], tuple], tuning: set) -> dict[Any, str]:
+    """value -> "" when every tuning job at that value ended ok (the value can be chosen), else why not
+    ("seed=1 diverged, seed=2 oom"). `at`: value -> its jobs (report.runs.Run); `replicate`: a job's
+    replicate ((key, value), ...); `tuning`: the tuning replicates. A value that fails on a tuning seed
+    is an edge of the usable grid (a study needs no extension past it)."""
+    out = {}
+    for value, jobs in at.items():
+        bad = [r for r in jobs if replicate(r) in tuning and not r.ok]
+        out[value] = ", ".join(f"{_rep(replicate(r))} {r.status}" for r in bad)
+    return out
+
+
+def complete_values(v: Any) -> dict[Any, bool]:
+    """Per value tried by a grouped variant (variants.Variant): whether every tuning job there ended ok."""
+    return {x: x not in v.tuned_incomplete for x in v.tuned_over}
+
+
+def incomplete_text(v: Any, show: Callable[[Any], str]) -> str:
+    """'3e-2 (seed=1 diverged, seed=2 diverged)' for the values that cannot be chosen ('' if none)."""
+    return "; ".join(f"{show(x)} ({why})" for x, why in v.tuned_incomplete.items())
+
+
+def _rep(rep: tuple) -> str:
+    return " ".join(f"{k}={x}" for k, x in rep) or "job"
 
 
 def grid_edge(value: Any, values: list) -> str:

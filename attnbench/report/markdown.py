@@ -9,7 +9,8 @@ from typing import Callable, Optional, Sequence
 from .format import fmt_bytes, fmt_num, fmt_pm, markdown_table, md_cell, num
 from .runs import Run, largest_ok
 from .heldout import confirm_note, describe
-from .variants import Comparison, edge_note, show
+from .lengths import mode_of
+from .variants import Comparison, edge_note, incomplete_text, show
 
 TITLES = {"latency": "Latency vs sequence length", "memory": "Peak memory vs sequence length",
           "training": "Training curves", "extrapolation": "Validation loss vs evaluation length",
@@ -86,11 +87,21 @@ def figure_name(fig: str, comp: Comparison) -> str:
 
 
 def _with_len(fig: str, comp: Comparison) -> str:
-    """A bench figure's name with its sequence length when every variant shares it."""
-    mode = fig.removesuffix("_median_ms").removesuffix("_tokens_per_s")
-    lens = {v.stats[f"{mode}_seq_len"].mean for v in comp.variants if f"{mode}_seq_len" in v.stats
-            and v.stats[f"{mode}_seq_len"].mean is not None and v.stats[fig].mean is not None}
-    return figure_name(fig, comp) + (f" (T={lens.pop():g})" if len(lens) == 1 else "")
+    """A bench figure's name with the one sequence length every variant is compared at (lengths.py)."""
+    T = comp.lengths.get(mode_of(fig) or "")
+    return figure_name(fig, comp) + (f" (T={T})" if T is not None else "")
+
+
+def _bench_cells(fig: str, comp: Comparison) -> list[str]:
+    """mean ± CI per variant; each with its own T where the variants share no length (no comparison)."""
+    mode = mode_of(fig)
+    own = mode in comp.lengths and comp.lengths[mode] is None
+    cells = []
+    for v in comp.variants:
+        e, t = v.stats.get(fig), v.stats.get(f"{mode}_seq_len")
+        cell = fmt_pm(e.mean, e.ci95) if e else "-"
+        cells.append(cell + (f" (T={t.mean:g})" if own and cell != "-" and t and t.mean is not None else ""))
+    return cells
 
 
 def variant_columns(comp: Comparison) -> list[tuple[str, list[str]]]:
@@ -104,23 +115,30 @@ def variant_columns(comp: Comparison) -> list[tuple[str, list[str]]]:
     if comp.tune:
         cols.append((f"{comp.tune} (chosen of)", [f"{show(v.tuned_value) if v.tuned_value is not None else '-'} "
                                                   f"({', '.join(show(x) for x in v.tuned_over)})"
-                                                  + (f", {v.tuned_edge} tried" if v.tuned_edge else "") for v in vs]))
+                                                  + (f", {v.tuned_edge} tried" if v.tuned_edge else "")
+                                                  + (f"; not complete, ranked last: {t}" if (t := incomplete_text(v, show))
+                                                     else "") for v in vs]))
     obj = comp.objective
     has = lambda fig: any(fig in v.stats and v.stats[fig].mean is not None for v in vs)  # noqa: E731
     if has(obj):
-        cols.append((f"{figure_name(obj, comp)} ({direction} is better)",
-                     [fmt_pm(v.stats[obj].mean, v.stats[obj].ci95) for v in vs]))
+        cols.append((f"{_with_len(obj, comp)} ({direction} is better)",
+                     _bench_cells(obj, comp) if mode_of(obj) else [fmt_pm(v.stats[obj].mean, v.stats[obj].ci95)
+                                                                    for v in vs]))
         if comp.baseline is not None:
             cols.append((f"Δ vs baseline ({v_method(comp)})",
                          ["-" if v.is_baseline or obj not in v.diffs else fmt_pm(v.diffs[obj].diff, v.diffs[obj].ci95)
                           for v in vs]))
-            cols.append(("verdict", [v.verdict or "- (n < 2)" for v in vs]))
+            uncompared = comp.lengths.get(mode_of(obj) or "", 0) is None
+            cols.append(("verdict", [v.verdict or ("- (no common T)" if uncompared else "- (n < 2)") for v in vs]))
     if comp.tune:
         cols.append(("reported on", [describe(v.selection) for v in vs]))
     for fig in ("val_loss", "metric", "train_tokens_per_s", "forward_median_ms", "train_step_median_ms"):
         if fig != obj and has(fig):
+            if mode_of(fig):
+                cols.append((_with_len(fig, comp), _bench_cells(fig, comp)))
+                continue
             cells = [fmt_pm(v.stats[fig].mean, v.stats[fig].ci95) if fig in v.stats else "-" for v in vs]
-            cols.append((_with_len(fig, comp) if fig.endswith("_ms") else figure_name(fig, comp), cells))
+            cols.append((figure_name(fig, comp), cells))
     if has("params"):
         cols.append(("params", [fmt_num(v.stats["params"].mean) for v in vs]))
     if has("kv_cache_bytes_per_token"):
@@ -150,7 +168,10 @@ def _explain(comp: Comparison) -> str:
            "of freedom; just the mean when n = 1) over the variant's ok jobs")
     if comp.tune:
         out += (f" at the chosen `{comp.tune}`: the value tried whose tuning jobs (the replicates present at every "
-                f"value tried) have the best mean {figure_name(comp.objective, comp)}. *Reported on*: "
+                f"value tried) have the best mean {figure_name(comp.objective, comp)}, among the values at which every "
+                "tuning job ended ok (a value where a tuning seed diverged or failed is *not complete*: its mean "
+                "would be over the survivors, so it ranks below every complete value and is never chosen; "
+                "the cell names those values and the jobs that were not ok). *Reported on*: "
                 "`held-out runs` are the jobs at the chosen value whose replicates no other value has (confirmation "
                 "runs the choice never saw), and the row's figures come from them alone; `same runs (optimistic)` "
                 "means the figures come from the jobs the value was chosen on, so the mean is biased in the "
@@ -159,7 +180,12 @@ def _explain(comp: Comparison) -> str:
     if comp.baseline is not None:
         out += (f" Δ is variant − baseline (`{comp.baseline.label}`), paired by replicate when both have the same "
                 "replicate values, Welch otherwise; the verdict is `within noise` when its 95% CI contains 0.")
+    if comp.lengths:
+        out += (" Bench figures are compared at one sequence length per mode, the largest that every variant's "
+                "reported jobs completed (T in the column header; `<mode>_seq_len` in `variants.csv`), not at each "
+                "job's own largest.")
     out += " Every figure's n, mean, std and ci95 are in `variants.csv`."
+    out += "".join(f"\n\n**Not compared.** {n[0].upper()}{n[1:]}." for n in comp.notes)
     out += f"\n\n**Grid edge.** {note}" if (note := edge_note(comp)) else ""
     return out + (f"\n\n**Selected and reported on the same runs.** {note}" if (note := confirm_note(comp)) else "")
 

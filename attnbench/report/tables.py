@@ -8,6 +8,7 @@ from typing import Any
 from ..bench.modes import BENCH_MODES
 from .runs import Run, largest_ok
 
+BENCH_FIGURES = ("seq_len", "median_ms", "p10_ms", "p90_ms", "tokens_per_s", "peak_mem_bytes", "mfu")  # <mode>_<figure>
 
 def csv_row(run: Run) -> dict[str, Any]:
     """Every figure of a run as flat CSV columns (units in the names)."""
@@ -19,7 +20,7 @@ def csv_row(run: Run) -> dict[str, Any]:
                                       "flops_per_token_train", "kv_cache_bytes_per_token", "recurrent_state_bytes")})
     for mode in BENCH_MODES:
         pt = largest_ok(res.get("bench"), mode) or {}
-        for k in ("seq_len", "median_ms", "p10_ms", "p90_ms", "tokens_per_s", "peak_mem_bytes", "mfu"):
+        for k in BENCH_FIGURES:
             row[f"{mode}_{k}"] = pt.get(k)
     row["bench_points_not_ok"] = sum(1 for r in res.get("bench") or [] if r.get("status") != "ok")
     for k in ("status", "steps", "tokens", "wall_s", "tokens_per_s", "train_loss", "val_loss", "metric_name", "metric"):

@@ -25,7 +25,9 @@ from typing import Any, Optional, Sequence
 from ..errors import ConfigError
 from . import stats
 from .format import num
-from .heldout import choose, edge_note, grid_edge, sort_values  # noqa: F401 (edge_note, grid_edge: re-exported)
+from .heldout import (choose, complete_values, edge_note, grid_edge, incomplete_text,  # noqa: F401 (re-exported)
+                      sort_values)
+from .lengths import at_length, common_lengths, length_notes, mode_of
 from .runs import Run, differing, flat_config, parse_overrides, shorten
 from .tables import csv_row
 
@@ -54,6 +56,7 @@ class Variant:
     tuned_over: list = field(default_factory=list)  # every value tried, in order
     tuned_means: dict = field(default_factory=dict)  # value -> stats.Estimate of the objective (tuning replicates)
     tuned_edge: str = ""  # "lowest" / "highest" when the chosen value is at an end of a numeric grid
+    tuned_incomplete: dict = field(default_factory=dict)  # value -> why it cannot be chosen (a tuning job not ok)
     rows: list = field(default_factory=list)  # csv_row of each ok chosen job
     stats: dict = field(default_factory=dict)  # figure -> stats.Estimate
     diffs: dict = field(default_factory=dict)  # figure -> stats.Difference (with a baseline)
@@ -86,6 +89,9 @@ class Comparison:
     baseline: Optional[Variant] = None
     baseline_spec: list = field(default_factory=list)  # --baseline as given (for the confirmation report command)
     varying: list = field(default_factory=list)  # config keys whose values differ between variants
+    lengths: dict = field(default_factory=dict)  # bench mode -> the length its figures are compared at (None: no
+    # length common to every variant: no difference, no verdict); see lengths.py
+    notes: list = field(default_factory=list)  # what the table cannot compare, one line each (report.md, the CLI)
 
 
 # ----------------------------------------------------------------------------- keys and values
@@ -186,16 +192,26 @@ def group(runs: Sequence[Run], replicates: Sequence[str] = DEFAULT_REPLICATES, t
     for v in variants:
         v.all_reps = [replicate_of(r, run_flat[id(r)], replicates) for r in v.runs]
         choose(v, tune, objective, lower, run_flat, replicates)
-        v.rows = [csv_row(r) for r in v.ok_runs]
         v.reps = [replicate_of(r, run_flat[id(r)], replicates) for r in v.ok_runs]
-        v.stats = {fig: stats.mean_ci([row[fig] for row in v.rows if num(row.get(fig))]) for fig in figures}
     varying = _label(variants)
+    common = common_lengths(variants)  # bench figures are compared at one length (lengths.py)
+    for v in variants:
+        v.rows = [at_length(csv_row(r), r, common) for r in v.ok_runs]
+        v.stats = {fig: stats.mean_ci([row[fig] for row in v.rows if num(row.get(fig))]) for fig in figures}
     comp = Comparison(variants=variants, objective=objective, lower_is_better=lower, figures=figures,
-                      replicates=replicates, tune=tune, varying=varying, baseline_spec=list(baseline or []))
+                      replicates=replicates, tune=tune, varying=varying, baseline_spec=list(baseline or []),
+                      lengths=common, notes=length_notes(variants, common) + _unchosen_notes(variants, tune))
     if baseline:
         comp.baseline = find_baseline(variants, baseline, tune)
         _compare(comp)
     return comp
+
+
+def _unchosen_notes(variants: list[Variant], tune: Optional[str]) -> list[str]:
+    """A line for each variant whose tuned value could not be chosen: no value is complete (heldout.completeness)."""
+    return [f"{v.label}: no {tune} value ended ok on every tuning replicate ({incomplete_text(v, show)}); "
+            "nothing chosen, so the variant has no figures" for v in variants
+            if tune and v.tuned_value is None and v.tuned_incomplete]
 
 
 def _label(variants: list[Variant]) -> list[str]:
@@ -279,6 +295,8 @@ def _compare(comp: Comparison) -> None:
         v.diff_method = "" if v is base else "paired" if paired else "welch"
         v.diffs = {}
         for fig in ([] if v is base else comp.figures):  # the baseline's own row has no difference
+            if (mode := mode_of(fig)) in comp.lengths and comp.lengths[mode] is None:
+                continue  # measured at different lengths: not compared (lengths.py)
             x = {rep: row[fig] for rep, row in zip(reps, v.rows) if num(row.get(fig))}
             b = {rep: row[fig] for rep, row in zip(base_reps, base.rows) if num(row.get(fig))}
             if not paired:  # Welch needs no keys; keep duplicate replicates as separate values
@@ -302,12 +320,14 @@ def variant_rows(comp: Comparison) -> list[dict[str, Any]]:
             row[comp.tune] = v.tuned_value
             row["tuned_over"] = ",".join(show(x) for x in v.tuned_over)
             row["tuned_at_edge"] = v.tuned_edge
+            row["tuned_incomplete"] = incomplete_text(v, show)
             row["selection"] = v.selection
             row["tuning_replicates"] = _reps_text(v.tuning_reps)
             row["tuned_means"] = "; ".join(
                 f"{show(x)}: {e.mean:.6g} (n={e.n})" if e.mean is not None else f"{show(x)}: - (n=0)"
                 for x, e in v.tuned_means.items())
         row["replicates"] = _reps_text(v.reps)
+        row.update({f"{mode}_seq_len": T for mode, T in comp.lengths.items()})  # where bench figures are compared
         if comp.baseline is not None:
             row["diff_method"] = v.diff_method
             row["verdict"] = v.verdict
