@@ -73,6 +73,7 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
 
         # Opened here, not inside the stages, so that a crash in a stage still closes them (W&B exit code).
         sinks = make_sinks(cfg, run_dir, append=resume)
+        res.update(sinks.identity())  # wandb_run_id: the report's dashboard selects this job's W&B run by it
         with RaiseOnStop():
             _run_stages(cfg, run_dir, res, sinks, resume=resume, prev=prev)
         if res["status"] == "running":

@@ -164,7 +164,8 @@ def test_cli_tune_and_baseline(lr_sweep, capsys):
     assert "13 runs (12 ok, 1 diverged), 2 variants" in out
     md = (lr_sweep / "report" / "report.md").read_text()
     assert "| variant | n | train.lr (chosen of) | val loss (lower is better) | Δ vs baseline (paired) | verdict |" in md
-    assert "| gqa-rope | 3 (+1 not ok) | 0.003 (0.001, 0.003, 0.01) | 2.100 ± 0.657 | -0.033 ± 0.287 | within noise |" in md
+    assert ("| gqa-rope | 3 (+1 not ok) | 0.003 (0.001, 0.003, 0.01); not complete, ranked last: 0.01 (seed=0 "
+            "diverged) | 2.100 ± 0.657 | -0.033 ± 0.287 | within noise |") in md
     assert "| mha-rope (baseline) | 3 | 0.001 (0.001, 0.003), lowest tried |" in md
     note = ("For 1 of 2 variants the chosen train.lr is the lowest or highest value tried: mha-rope (lowest). "
             "The best value may lie outside the grid")

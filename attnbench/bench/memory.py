@@ -13,6 +13,12 @@ subprocess  (CPU) every grid point is measured in one fresh worker process
             tests/test_bench.py checks it: the manual kernel's peak grows ~T², SDPA's ~T.
 none        not measured (peak_mem_bytes = null).
 `auto` = cuda on CUDA, subprocess on CPU, none elsewhere.
+
+A reading below the method's resolution (RESOLUTION_BYTES) is not a measurement: `peak_mem_bytes`
+is then null and `peak_mem_below_bytes` holds the resolution (the peak is under it). On CPU a tensor
+under the 64 KiB mmap threshold comes from glibc's heap, whose pages may already be resident, so a
+call that allocates less than that can read 0 (decode's one new token, a small forward); on CUDA
+the caching allocator rounds to 512-byte blocks, so 0 means nothing was allocated.
 """
 from __future__ import annotations
 
@@ -36,6 +42,14 @@ log = logging.getLogger(__name__)
 MEMORY_METHODS = ("auto", "subprocess", "none")  # bench.memory; validate() checks against this
 MMAP_THRESHOLD = 65536
 Point = tuple[str, int, int]  # (mode, batch_size, seq_len)
+RESOLUTION_BYTES = {"subprocess": MMAP_THRESHOLD, "cuda": 512}  # below these a peak reading means nothing
+
+
+def reading(peak: int, method: str) -> dict[str, Optional[int]]:
+    """The bench row keys for a peak read with `method`: {"peak_mem_bytes": peak}, or, below the method's
+    resolution, {"peak_mem_bytes": None, "peak_mem_below_bytes": resolution}."""
+    res = RESOLUTION_BYTES.get(method, 1)
+    return {"peak_mem_bytes": int(peak)} if peak >= res else {"peak_mem_bytes": None, "peak_mem_below_bytes": res}
 
 
 def resolve_method(method: str, device: torch.device) -> str:

@@ -24,7 +24,7 @@ from .. import device as dev
 from ..config.spec import Spec, as_spec
 from ..registry import KERNELS
 from .backend import BackendProbe, sdpa_fallback_for
-from .memory import cuda_peak, measure_in_worker, resolve_method
+from .memory import cuda_peak, measure_in_worker, reading, resolve_method
 from .peak import peak_flops
 from .steps import Step, make_step
 from .timing import Timing, time_call
@@ -96,7 +96,7 @@ def bench_point(ctx: BenchContext, mode: str, B: int, T: int) -> dict:
         if ctx.sdpa_note:
             row["sdpa_note"] = ctx.sdpa_note
         if ctx.memory_method == "cuda":
-            row["peak_mem_bytes"] = cuda_peak(step.fn, ctx.device)
+            row.update(reading(cuda_peak(step.fn, ctx.device), "cuda"))
         merge_worker_memory(row, ctx.worker_mem.get((mode, B, T)))
         return row
     except Exception as exc:  # one point must not lose the grid
@@ -120,7 +120,7 @@ def merge_worker_memory(row: dict, mem: Optional[dict]) -> None:
     if not mem:
         return
     if "peak_mem_bytes" in mem:
-        row["peak_mem_bytes"] = mem["peak_mem_bytes"]
+        row.update(reading(mem["peak_mem_bytes"], "subprocess"))
     else:  # the worker failed where timing succeeded (e.g. the extra RSS did not fit)
         row["mem_error"] = mem.get("error")
 

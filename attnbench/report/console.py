@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .format import fmt as _fmt
-from .format import text_table
+from .format import peak_mem_cell, text_table
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
@@ -30,7 +30,8 @@ def format_results(res: dict) -> str:
                     f"{e.get('threads')} threads, {e.get('dtype')}; peak {_fmt(e.get('peak_flops'))} FLOP/s "
                     f"({e.get('peak_flops_source')}); memory: {e.get('memory_method')}"]
         cols += [c for c in ("compile_s", "sdpa_backend") if any(r.get(c) is not None for r in res["bench"])]
-        out += ["", table(res["bench"], cols)]
+        rows = [{**r, "peak_mem_bytes": peak_mem_cell(r)} for r in res["bench"]]  # "<64 KiB": below resolution
+        out += ["", table(rows, cols)]
         out += [f"{r['mode']} T={r['seq_len']}: {r['status']}: {r['reason']}" for r in res["bench"] if r.get("reason")]
     tr = res.get("train")
     if tr:

@@ -7,8 +7,11 @@ Comparison that variants.csv holds, then serialised to the JSON that W&B stores 
   history keys for line plots, summary keys for bars, scatter and parallel coordinates, config keys
   for axes and grouping. A panel whose keys no shown run has is left out with a note; a panel that
   names several (one bar per sequence length) keeps the ones present.
-- The view shows the sweep's group filtered to `status = ok` (failed jobs' runs stay in W&B but out of
-  every average), grouped by `variant`, then by the keys that tell apart variants sharing a name, then
+- A job's W&B runs are those with the run id its results.json records (`wandb_run_id`; the attempts of a
+  resumed job share it): a job re-run without resume has a new id, and its earlier run (failed, or
+  kept as results.1.json) is in no panel. Results written before the id was recorded: the latest run.
+- The view shows the sweep's group filtered to `status = ok` and to those run ids (failed jobs' runs stay
+  in W&B but out of every average), grouped by `variant`, then by the keys that tell apart variants sharing a name, then
   by the tuned key. The report's panels show exactly the runs the variant table averages (`ok_runs`:
   the ok jobs at the chosen tuned value, held-out ones where there are any), selected by W&B run id.
 - The band of a grouped line or bar is W&B's standard error (`stderr`), the closest of W&B's range
@@ -99,7 +102,7 @@ def build_workspace(s: Sweep) -> tuple[Any, list[str]]:
     group = expr.Metric("Group") == s.groups[0] if len(s.groups) == 1 else expr.Metric("Group").isin(s.groups)
     names = list(dict.fromkeys(v.name for v in s.comp.variants if v.n))
     settings = ws.RunsetSettings(
-        filters=[group, expr.Summary("status") == "ok"],
+        filters=[group, expr.Summary("status") == "ok", expr.Metric("ID").isin(run_ids(s, ok_jobs(s)))],
         groupby=[expr.Config(backend_config(k)) for k in group_by if have.has(f"c:{k}")],
         pinned_columns=cols, group_colors=colors(names))
     view = ws.Workspace(entity=s.entity, project=s.project, name=f"attnbench {', '.join(s.groups)}"[:128],

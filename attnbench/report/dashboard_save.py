@@ -53,13 +53,22 @@ def read_sweep(rep: Any, paths: Sequence[Path], project: Optional[str], entity: 
     from .wandb_run import _logger_cfg
 
     found: dict[int, list] = {}
+    guessed = 0
     for r in rep.runs:
+        files = find_run_files(r.dir) if (r.dir / "wandb").is_dir() else []
+        want = r.res.get("wandb_run_id") or (files[-1].stem.removeprefix("run-") if files else None)
+        guessed += bool(files) and not r.res.get("wandb_run_id")
         found[id(r)] = []
-        for f in find_run_files(r.dir) if (r.dir / "wandb").is_dir() else []:
+        for f in files:
+            if f.stem.removeprefix("run-") != want:  # an earlier run in this directory (re-run without resume)
+                continue
             try:
                 found[id(r)].append(read_run(f))
             except Exception as exc:  # a torn file leaves that run out, not the dashboard
                 log.warning("%s: cannot read this W&B run (%s); left out of the dashboard", f, exc)
+    if guessed:
+        log.warning("%d job(s) have a results.json without wandb_run_id (written before it was recorded): their "
+                    "latest W&B run is taken as theirs", guessed)
     groups = list(dict.fromkeys(w.group for ws in found.values() for w in ws if w.group))
     if not groups:
         raise ConfigError("--wandb-dashboard: no job under the paths has a W&B run with a group (logger=none or "

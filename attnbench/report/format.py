@@ -79,3 +79,19 @@ def markdown_table(cols: Sequence[str], rows: Sequence[Sequence[Any]], note: Opt
     if note:
         lines += ["", note]
     return "\n".join(lines)
+
+
+def peak_mem(row: dict) -> Optional[int]:
+    """A bench row's peak memory, or None where it is not a measurement: not measured, or below the
+    instrument's resolution (`peak_mem_below_bytes`; a 0 in results written before that key existed)."""
+    x = row.get("peak_mem_bytes")
+    return x if num(x) and x > 0 and not row.get("peak_mem_below_bytes") else None
+
+
+def peak_mem_cell(row: dict, cell: Any = fmt) -> str:
+    """'<64 KiB' for a reading below the resolution, '<res' for an older 0, else the number."""
+    if (x := peak_mem(row)) is not None:
+        return cell(x)
+    if num(below := row.get("peak_mem_below_bytes")):
+        return "<" + fmt_bytes(below).replace(".0 ", " ")
+    return "<res" if row.get("peak_mem_bytes") == 0 else "-"

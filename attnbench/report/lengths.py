@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 from ..bench.modes import BENCH_MODES
 from .format import num
 from .runs import Run
-from .tables import BENCH_FIGURES
+from .tables import BENCH_FIGURES, point_figures
 
 
 def completed(run: Run, mode: str) -> Optional[set[int]]:
@@ -57,7 +57,7 @@ def at_length(row: dict, run: Run, lengths: dict[str, Optional[int]]) -> dict:
             continue
         pt = next((r for r in run.res.get("bench") or [] if isinstance(r, dict) and r.get("mode") == mode
                    and r.get("status") == "ok" and r.get("seq_len") == T), {})
-        row.update({f"{mode}_{k}": pt.get(k) for k in BENCH_FIGURES})
+        row.update(point_figures(mode, pt))
     return row
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench.modes import BENCH_MODES
+from .format import peak_mem
 from .runs import Run, largest_ok
 
 BENCH_FIGURES = ("seq_len", "median_ms", "p10_ms", "p90_ms", "tokens_per_s", "peak_mem_bytes", "mfu")  # <mode>_<figure>
@@ -19,9 +20,7 @@ def csv_row(run: Run) -> dict[str, Any]:
     row.update({k: m.get(k) for k in ("params", "non_embedding_params", "flops_per_token_fwd",
                                       "flops_per_token_train", "kv_cache_bytes_per_token", "recurrent_state_bytes")})
     for mode in BENCH_MODES:
-        pt = largest_ok(res.get("bench"), mode) or {}
-        for k in BENCH_FIGURES:
-            row[f"{mode}_{k}"] = pt.get(k)
+        row.update(point_figures(mode, largest_ok(res.get("bench"), mode) or {}))
     row["bench_points_not_ok"] = sum(1 for r in res.get("bench") or [] if r.get("status") != "ok")
     for k in ("status", "steps", "tokens", "wall_s", "tokens_per_s", "train_loss", "val_loss", "metric_name", "metric"):
         row[f"train_{k}" if k in ("status", "steps", "tokens", "wall_s", "tokens_per_s") else k] = tr.get(k)
@@ -34,6 +33,11 @@ def csv_row(run: Run) -> dict[str, Any]:
         row[f"val_loss_T{t}"] = v
     row.update({f"env_{k}": env.get(k) for k in ("device", "device_name", "torch", "threads", "dtype")})
     return row
+
+
+def point_figures(mode: str, pt: dict) -> dict[str, Any]:
+    """One bench point as `<mode>_<figure>` columns; peak memory None below the instrument's resolution."""
+    return {**{f"{mode}_{k}": pt.get(k) for k in BENCH_FIGURES}, f"{mode}_peak_mem_bytes": peak_mem(pt)}
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -21,6 +21,7 @@ class Sink(Protocol):
     def summary(self, results: dict[str, Any]) -> None: ...
     def close(self, status: str) -> None: ...
     # Optional: `rewind(step)` forgets history after `step` (train.resume restarts from a checkpoint there).
+    # Optional: `identity()` -> results.json keys that name the sink's run (W&B: {"wandb_run_id": ...}).
 
 
 class JsonlSink:
@@ -95,6 +96,18 @@ class MultiSink:
 
     def close(self, status: str) -> None:
         self._each("close", status)
+
+    def identity(self) -> dict[str, Any]:
+        """What names this job's runs in the sinks (results.json records it, so that a reader of the
+        mirror, e.g. the report's W&B dashboard, takes this job's run and no earlier one)."""
+        out: dict[str, Any] = {}
+        for s in self.sinks:
+            if hasattr(s, "identity"):
+                try:
+                    out.update(s.identity())
+                except Exception as exc:  # a mirror must not take the run down
+                    log.warning("%s.identity failed: %s", type(s).__name__, exc)
+        return out
 
     def rewind(self, step: int) -> None:
         """Forget history after `step` in every sink that keeps one (see JsonlSink.rewind)."""

@@ -187,6 +187,11 @@ class WandbSink:
             run = _start(cfg, run_dir, "offline", run_id)
         return cls(run, wait_s=float(cfg.logger.finish_timeout_s)) if run is not None else None
 
+    def identity(self) -> dict[str, Any]:
+        """{"wandb_run_id": id} for results.json: a job re-run without resume starts a new W&B run (a new id)
+        in the same directory, and the report's dashboard must take this one, not the earlier one's."""
+        return {"wandb_run_id": str(self.run.id)}
+
     def _guard(self, what: str, fn: Any) -> None:
         if not self._mirroring:
             return
