@@ -34,22 +34,31 @@ def test_the_count_is_the_built_models(overrides):
 
 
 def test_the_estimate_by_hand():
-    """Tiny model, bench forward only, then training: weights 4 B/param; +gradients 4, +AdamW 8 when it
-    trains; the activation is the largest batch's logits B·T·V·4 bytes (fp32)."""
+    """Tiny model (d=64, L=2, V=256, gelu h=256, learned positions), bench forward only, then training:
+    weights 4 B/param; +gradients 4, +AdamW 8 when it trains. One block saves, per token, 2d (norm inputs)
+    + d + 2h (FFN) + 6d (attention: input, q/k/v, output, its copy) + d/2 = 1120 elements
+    (config/activations.py). Forward: logits B·T·V·4 + one block; training: L blocks + 3d (embedding,
+    final norm) saved, 3 blocks of backward transients, logits B·T·V·(4 + 16)."""
     cfg = load_config(["stages=[bench]", "bench.modes=[forward]", "bench.seq_lens=[32,64]", "bench.batch_size=3",
                        "logger=none", "device=cpu"])
     spec = resolve_spec(cfg)
     P = param_breakdown(build_model(spec))["total"]
     e = estimate(spec)
     assert (e.params, e.weights_bytes, e.gradient_bytes, e.optimizer_bytes) == (P, 4 * P, 0, 0)
-    assert e.activation_bytes == 3 * 64 * 256 * 4 and e.total_bytes == 4 * P + 3 * 64 * 256 * 4
+    block = 2 * 64 + (64 + 2 * 256) + 6 * 64 + 32
+    assert block == 1120 and e.activation_bytes == 3 * 64 * (256 + block) * 4
+    assert e.total_bytes == 4 * P + e.activation_bytes
     train = estimate(resolve_spec(load_config(["stages=[train]", "train.batch_size=5", "train.seq_len=40",
                                                "logger=none", "device=cpu"])))
     assert (train.gradient_bytes, train.optimizer_bytes) == (4 * P, 8 * P)
-    assert train.activation_bytes == 5 * 40 * 256 * 4 and train.activation_keys == "train.batch_size=5 train.seq_len=40"
+    tokens = 5 * 40
+    assert train.activation_bytes == tokens * ((2 * block + 3 * 64) * 4 + 3 * block * 4 + 256 * 20)
+    assert train.activation_keys == "train.batch_size=5 train.seq_len=40"
     kv = estimate(resolve_spec(load_config(["stages=[bench]", "bench.modes=[decode]", "bench.seq_lens=[64]",
                                             "bench.batch_size=2", "bench.decode_tokens=1000", "pos=rope", "logger=none"])))
-    assert kv.activation_bytes == 2 * (64 + 1000) * (2 * 2 * 4 * 16 * 4)  # the KV cache beats the logits here
+    cache = 2 * (64 + 1000) * (2 * 2 * 4 * 16 * 4)  # B · (T + decode_tokens) · 2 (k, v) · L · H · D · 4 B
+    rope_block = block + 2 * (64 + 64)  # RoPE's rotated halves and rotated q, k
+    assert kv.activation_bytes == cache + 2 * 64 * 256 * 4 + 2 * 64 * rope_block * 4  # cache + logits, together
 
 
 def test_an_oversized_model_is_refused_fast_without_allocating():
@@ -69,7 +78,8 @@ def test_an_oversized_model_is_refused_fast_without_allocating():
     assert time.perf_counter() - t < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100 * 1024  # no model-sized allocation
     msg = str(err.value)
-    assert msg.startswith("model.n_layers=100000 model.d_model=64 model.vocab_size=256: the job needs at least ")
+    assert msg.startswith("model.n_layers=100000 model.d_model=64 model.vocab_size=256 ")  # then the batch keys:
+    assert ": the job needs at least " in msg  # the activations (saved per block) dominate the 100000 layers
     assert "4,979,249,280 params" in msg and "of RAM on this machine (device=cpu)" in msg and "\n" not in msg
 
 

@@ -14,7 +14,8 @@ overrides with Hydra's own `_apply_overrides_to_config`, the step Hydra itself r
 the defaults list, so the result is the config the job will get (tests/test_precheck.py compares).
 
 Launchers that run the jobs on other machines (SLURM) are checked for the device the jobs will
-have (`device=cuda`, or `auto` with GPUs requested), not for this login node's; the memory for the
+have (`device=cuda`, or `auto` with GPUs requested: `gpus_per_node`, `gpus_per_task`, a `gres`
+with `gpu`, or `--gpus` among the additional parameters), not for this login node's; the memory for the
 size check is `device.memory_gb` when given, else the requested `hydra.launcher.mem_gb` on CPU,
 else it is left to each job, which checks again on its node before building the model.
 """
@@ -182,12 +183,25 @@ def launch_target(master: DictConfig) -> Any:
         return None
     dev = master.get("device") or {}
     name = str(dev.get("name", "auto"))
-    gpus = any((launcher.get(k) or 0) for k in ("gpus_per_node", "gpus_per_task"))
+    extra = launcher.get("additional_parameters") or {}
+    gpus = any((launcher.get(k) or 0) for k in ("gpus_per_node", "gpus_per_task")) or any(
+        gres_gpus(src.get("gres")) for src in (launcher, extra)) or bool(extra.get("gpus"))
     device = ("cuda" if gpus else "cpu") if name == "auto" else name
     memory = dev.get("memory_gb")
     if memory is None and device == "cpu" and launcher.get("mem_gb"):
         memory = launcher.get("mem_gb")
     return Target(device_type=device, memory_bytes=int(float(memory) * 2**30) if memory else None)
+
+
+def gres_gpus(gres: Any) -> int:
+    """GPUs asked for in a SLURM `gres` ("gpu:1", "gpu:a100:2,shard:4", "gpu" = 1); 0 for none."""
+    total = 0
+    for item in str(gres or "").split(","):
+        parts = item.strip().split(":")
+        if parts[0] != "gpu":
+            continue
+        total += int(parts[-1]) if len(parts) > 1 and parts[-1].isdigit() else 1
+    return total
 
 
 def refusal(errors: dict[str, list[int]], jobs: list[list[str]]) -> str:
