@@ -7,23 +7,27 @@ autograd saved in the forward pass. Per token and per block, in elements (d = d_
 n_kv_heads · head_dim, h = the FFN's hidden width, H = heads):
 
     norms              2d       the two norms' inputs
-    FFN                d + 2h   (gelu: its input and output; gated FFNs: 4h, the gate, the value,
-                                 the activation and their product)
-    softmax attention  6d + 2kvd - 2d ... written out in `_softmax`: the block input, q/k/v, the
-                                 kernel's output and its (B, T, C) copy for the output projection;
-                                 RoPE's rotated q and k; qk-norm's normed q and k; a gate's input and
-                                 value; and H·T' scores where the kernel materialises them (manual,
-                                 sdpa_math; MLA's expanded keys of another width than its values fall
-                                 back to the math kernel on CPU), T' = min(T, window)
-    MLA                `_mla`: the query, the latent and its norm, the up-projected keys and values,
-                                 the concatenated q and k, the output and its copy
-    differential       `_softmax` plus the doubled query heads, the doubled output and its sub-norm
-    linear attention   `_linear`: q/k/v, the feature maps φ(q), φ(k) (F = 1 + D + D² for taylor2),
-                                 each chunk's masked (C × C) scores, the numerator, and the chunk
-                                 states S (F × Dv per KV head, one per chunk + 1 per sequence): for
-                                 taylor2 at D=32 they are most of the layer (tests/test_size.py)
+    FFN                d + 2h   its input; gelu: its input and output (gated FFNs: 5h, the gate, the
+                                value, the activation, its input copy and their product)
+    softmax attention  4d + 2kvd  the block input, q/k/v (one projection), the kernel's output and its
+                                (B, T, C) copy for the output projection; + 2(d + kvd) for RoPE (the
+                                rotated halves and the rotated q, k); + 2(d + kvd) for qk-norm; + d +
+                                gate width for a gate; + H·T' scores where the kernel materialises them
+                                (manual, sdpa_math), T' = min(T, window)
+    differential       + 6d and the scores of 2H heads: the doubled queries and outputs, the
+                                difference and its sub-norm
+    MLA                `_mla`: the query, the latent (+ its RoPE key) and its norm, the rotated
+                                parts, the up-projected keys and values, the concatenated q and k, the
+                                output and its copy; + H·T scores when the q/k and v widths differ
+                                (SDPA then runs the math kernel on CPU)
+    linear attention   `_linear`: q/k/v, φ(q), φ(k) (F = 1 + D + D² for taylor2; elu1 keeps elu's
+                                input and output too; GQA broadcasts k to every query head), each
+                                chunk's masked (C × C) scores, the numerator and denominator, and the
+                                running states S, z (F × (Dv + 1) per KV head, one per chunk + 1 per
+                                sequence): for taylor2 at D=32 they are most of the layer
+    every block        + d/2    norm statistics, the kernel's log-sum-exp, small buffers (traced)
 Outside the blocks: the embedding output and the final norm's input and output (3d per token).
-Checked against the tensors autograd really saves (tests/test_size.py traces the model with
+Checked against the tensors autograd really saves (tests/test_size_estimate.py traces the model with
 FakeTensorMode and compares) and against measured peaks (benchmarks/size_check.py).
 """
 from __future__ import annotations
