@@ -39,3 +39,15 @@ def test_the_bench_table_and_results_csv_say_below_resolution():
     row = csv_row(Run(dir=Path("j"), res=res))
     assert row["forward_peak_mem_bytes"] == 3 * 2**20
     assert row["decode_peak_mem_bytes"] is None and row["prefill_peak_mem_bytes"] is None
+
+
+def test_the_report_job_table_says_below_resolution():
+    from attnbench.report.markdown import _bench_column
+
+    runs = [Run(dir=Path("a"), res={"bench": [_row("forward", 0)]}),  # an older results.json's 0
+            Run(dir=Path("b"), res={"bench": [{**_row("forward", None), "peak_mem_below_bytes": MMAP_THRESHOLD}]}),
+            Run(dir=Path("c"), res={"bench": [_row("forward", 3 * 2**20)]})]
+    from attnbench.report.format import fmt_bytes
+
+    header, cells = _bench_column(runs, "forward", "peak_mem_bytes", "forward peak mem", fmt_bytes)
+    assert header == "forward peak mem (T=64)" and cells == ["<res", "<64 KiB", "3.0 MiB"]

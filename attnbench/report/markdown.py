@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .format import fmt_bytes, fmt_num, fmt_pm, markdown_table, md_cell, num
+from .format import fmt_bytes, fmt_num, fmt_pm, markdown_table, md_cell, num, peak_mem_cell
 from .runs import Run, largest_ok
 from .heldout import confirm_note, describe
 from .lengths import mode_of
@@ -23,13 +23,17 @@ FIGURE_NAMES = {"val_loss": "val loss", "metric": "metric", "train_tokens_per_s"
 
 def _bench_column(runs: list[Run], mode: str, key: str, name: str, fmt: Callable) -> Optional[tuple]:
     """(header, cells) for one bench figure at each run's largest T; T goes in the header when shared."""
-    pts = [largest_ok(r.res.get("bench"), mode, key) for r in runs]
+    mem = key == "peak_mem_bytes"  # the point of the latency; its peak may be below resolution ("<64 KiB")
+    pts = [largest_ok(r.res.get("bench"), mode) if mem else largest_ok(r.res.get("bench"), mode, key) for r in runs]
+    pts = [p if p is None or not mem or p.get(key) is not None or p.get("peak_mem_below_bytes") else None
+           for p in pts]
     lens = {p.get("seq_len") for p in pts if p}
     if not lens:
         return None
     shared = len(lens) == 1
     header = f"{name} (T={lens.pop()})" if shared else name
-    cells = ["-" if p is None else fmt(p[key]) + ("" if shared else f" (T={p.get('seq_len')})") for p in pts]
+    cells = ["-" if p is None else (peak_mem_cell(p, fmt) if mem else fmt(p[key]))
+             + ("" if shared else f" (T={p.get('seq_len')})") for p in pts]
     return header, cells
 
 
