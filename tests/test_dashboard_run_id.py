@@ -36,3 +36,8 @@ def test_a_rerun_without_resume_is_the_only_run_in_the_panels(make_cfg, tmp_path
     assert [w.run_id for w in sweep.wandb[id(r)]] == [second["wandb_run_id"]]
     assert [w.summary.get("status") for w in sweep.wandb[id(r)]] == ["ok"]  # the failed run is in no panel
     assert run_ids(sweep, ok_jobs(sweep)) == [second["wandb_run_id"]]
+    from attnbench.report.dashboard import build_workspace
+
+    view, _ = build_workspace(sweep)  # the saved view filters on the recorded run ids too
+    assert second["wandb_run_id"] in str(view.runset_settings.filters)
+    assert first["wandb_run_id"] not in str(view.runset_settings.filters)
