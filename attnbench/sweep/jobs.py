@@ -46,6 +46,7 @@ class LaunchJob:
     error: Optional[str] = None
     reused: bool = False  # ok: a result an earlier launch wrote, which this launch's job reuses
     started: bool = True  # this launch started it (pending and missing jobs did not)
+    trusted: bool = True  # its results.json is this job's (this launch wrote it, or reuses it): figures count
     slurm_job_id: Optional[str] = None
     slurm_state: Optional[str] = None  # what SLURM said when asked (None: not asked, or not listed)
 
@@ -122,7 +123,7 @@ def launch_jobs(sweep_dir: Path, all_launches: bool = False, ended: bool = False
     for num, d, overrides, run in entries:
         job = judge(num, d, overrides, run, lid if plan is not None else None, ids.get(str(num)), ask)
         jobs.append(job)
-        runs.append(run if job.started and run is not None else _placeholder(job))
+        runs.append(run if job.trusted and run is not None else _placeholder(job))
     return LaunchJobs(sweep_dir, lid, tuple(jobs), plan is not None, tuple(runs), tuple(earlier), ask.slurm_error)
 
 
@@ -164,7 +165,8 @@ def judge(num: Optional[int], d: Path, overrides: tuple[str, ...], run: Optional
         return _replace(base, reused=True)
     was = (f"results.json is launch {res.get('launch_id')}'s ({res.get('status')})" if res.get("launch_id")
            else "it wrote no results.json")
-    return _unfinished(base, f"started by this launch, it ended before writing a result of its own; {was}", ask)
+    return _unfinished(_replace(base, trusted=False),
+                       f"started by this launch, it ended before writing a result of its own; {was}", ask)
 
 
 def _reusable(rec: Mapping, res: Mapping) -> bool:
@@ -178,7 +180,7 @@ def _reusable(rec: Mapping, res: Mapping) -> bool:
 def _own(job: LaunchJob, res: Mapping, rec: Optional[Mapping], ask: _Ask) -> LaunchJob:
     """A job whose results.json this launch wrote (or any job, without a job list)."""
     if rec and rec.get("config_hash") and res.get("config_hash") and rec["config_hash"] != res["config_hash"]:
-        return _replace(job, status="failed", error=f"results.json has config hash {res['config_hash']}, "
+        return _replace(job, status="failed", trusted=False, error=f"results.json has config hash {res['config_hash']}, "
                         f"the job of this launch {rec['config_hash']}: not this job's result")
     if job.status == "ok":
         return _replace(job, reused=bool(job_reused(rec, res)))
@@ -214,7 +216,7 @@ def _never_started(job: LaunchJob, res: Mapping, submitted: Optional[str], ask: 
     """A job of this launch with no record or result of it: pending or missing."""
     left = f"; the directory holds launch {res.get('launch_id')}'s {res.get('status')} result" \
         if res.get("launch_id") else ""
-    base = _replace(job, started=False, slurm_job_id=submitted, error=None)
+    base = _replace(job, started=False, trusted=False, slurm_job_id=submitted, error=None)
     if state := ask.listed(submitted):
         return _replace(base, status=PENDING, slurm_state=state, error=f"SLURM job {submitted} is {state}: "
                         f"not started yet{left}")
@@ -225,10 +227,12 @@ def _never_started(job: LaunchJob, res: Mapping, submitted: Optional[str], ask: 
     if submitted:
         state = ask.states.get(submitted)
         why = f"SLURM job {submitted} ended as {state}" if state else f"SLURM no longer lists job {submitted}"
+    elif ask.alive is False:
+        why = f"{ask.launcher_line()} is gone"
     else:
-        why = "no SLURM id recorded" + (f"; {ask.launcher_line()} is gone" if ask.alive is False else "")
+        why = "no SLURM id recorded, and its launcher runs elsewhere or was not recorded"
     return _replace(base, status=MISSING, slurm_state=ask.states.get(submitted or ""),
-                    error=f"never started by this launch ({why}){left}")
+                    error=f"never started: {why}{left}")
 
 
 def _replace(job: LaunchJob, **changes: object) -> LaunchJob:

@@ -24,13 +24,13 @@ from .jobs import LaunchJob, LaunchJobs, launch_jobs
 
 COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
            "train_tokens_per_s", "val_loss", "metric_name", "metric", "reused", "error", "all_overrides", "dir",
-           "compare_variant", "num", "started", "final", "slurm_job_id", "slurm_state")
+           "compare_variant", "num", "started", "trusted", "final", "slurm_job_id", "slurm_state")
 
 
 # ----------------------------------------------------------------------------- collecting
 def job_row(run: Run, sweep_dir: Path, job: LaunchJob) -> dict:
     """One summary row: the job's status as the launch states it (jobs.py), key figures from its results.json."""
-    res = run.res if job.started else {}
+    res = run.res if job.trusted else {}
     train = res.get("train") or {}
     fwd = largest_ok(res.get("bench"), "forward") or {}
     try:
@@ -38,13 +38,13 @@ def job_row(run: Run, sweep_dir: Path, job: LaunchJob) -> dict:
     except ValueError:
         name = str(job.dir)
     return {
-        "job": name, "variant": res.get("variant") or ("?" if job.started else "-"), "status": job.status,
+        "job": name, "variant": res.get("variant") or ("?" if job.trusted else "-"), "status": job.status,
         "params": (res.get("model") or {}).get("params"),
         "forward_ms": fwd.get("median_ms"), "forward_T": fwd.get("seq_len"),
         "train_tokens_per_s": train.get("tokens_per_s"), "val_loss": train.get("val_loss"),
         "metric_name": train.get("metric_name"), "metric": train.get("metric"),
         "reused": job.reused, "error": job.error, "all_overrides": " ".join(job.overrides), "dir": str(job.dir),
-        "num": job.num, "started": job.started, "final": job.final, "slurm_job_id": job.slurm_job_id, "slurm_state": job.slurm_state,
+        "num": job.num, "started": job.started, "trusted": job.trusted, "final": job.final, "slurm_job_id": job.slurm_job_id, "slurm_state": job.slurm_state,
     }
 
 
@@ -92,7 +92,7 @@ def variant_table(runs: list[Run], rows: list[dict]) -> Optional[tuple[list[str]
     from ..report.markdown import variant_columns
     from ..report.variants import group, run_variant
 
-    pairs = [(r, w) for r, w in zip(runs, rows) if w.get("started", True)]  # never started: no config to group by
+    pairs = [(r, w) for r, w in zip(runs, rows) if w.get("trusted", True)]  # no result of its own: no config
     runs, rows = [r for r, _ in pairs], [w for _, w in pairs]
     if not runs:
         return None
