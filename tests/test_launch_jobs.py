@@ -190,14 +190,14 @@ def test_record_slurm_end_writes_this_launchs_record_in_a_relaunched_directory(t
     from attnbench import load_config
     from attnbench.sweep.slurm_launcher import record_slurm_end
 
-    sweep = make_sweep(tmp_path, lid="L2")
-    d = job(sweep, 2, lid="L1", started_by="L1", config_hash="old")
     cfg = load_config(["stages=[]", "logger=none", "attn=gqa"])
-    cfg.launch_id = "L2"
+    lid = cfg.launch_id  # the launch's cached id, as the launcher's job configs carry it
+    sweep = make_sweep(tmp_path, lid=lid)
+    d = job(sweep, 2, lid="L1", started_by="L1", config_hash="old")
     assert record_slurm_end(d, cfg, ["attn=gqa", "seed=0"], "9_2", "CANCELLED") == "interrupted"
     res = json.loads((d / "results.json").read_text())
-    assert res["launch_id"] == "L2" and res["status"] == "interrupted" and "before that" not in res["error"]
-    assert json.loads((d / ".hydra" / "launch.json").read_text())["launch_id"] == "L2"
+    assert res["launch_id"] == lid and res["status"] == "interrupted" and "before that" not in res["error"]
+    assert json.loads((d / ".hydra" / "launch.json").read_text())["launch_id"] == lid
     assert json.loads((d / "results.1.json").read_text())["launch_id"] == "L1"  # the old result is kept
     assert [(j.status, j.started) for j in launch_jobs(sweep).jobs][2] == ("interrupted", True)
 

@@ -87,6 +87,7 @@ def _blank_results(config: DictConfig) -> dict:
     from ..job import new_results
 
     task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    OmegaConf.copy_cache(from_config=config, to_config=task_cfg)  # else `${launch_id:}` resolves a new id
     try:
         return new_results(task_cfg)
     except Exception:  # a config that cannot even be resolved
