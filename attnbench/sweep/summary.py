@@ -19,7 +19,6 @@ from typing import Any, Optional, Sequence
 
 from ..report.format import fmt, markdown_table, text_table
 from ..report.runs import JobSet, Run, differing_overrides, largest_ok
-from ..track.results import FINAL_STATUSES
 from .jobs import LaunchJob, LaunchJobs, launch_jobs
 
 COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
