@@ -267,3 +267,13 @@ def test_a_relaunched_job_killed_before_its_first_result_is_not_the_old_ok(tmp_p
     rows = read_csv(sweep / "summary.csv")
     assert [(x["status"], x["reused"], x["params"]) for x in rows] == [("failed", "False", ""), ("missing", "False", "")]
     assert "started by this launch, it ended before writing a result of its own" in rows[0]["error"]
+
+
+def test_job_directories_follow_a_custom_sweep_subdir():
+    """launch.json names each job's directory as Hydra resolves hydra.sweep.subdir for it."""
+    from attnbench.sweep.plan import _subdirs
+
+    cfg = OmegaConf.create({"hydra": {"sweep": {"subdir": "${hydra.job.override_dirname}_${hydra.job.num}"}, "job": {
+        "num": 0, "override_dirname": "", "config": {"override_dirname": {
+            "kv_sep": "=", "item_sep": ",", "exclude_keys": ["seed"]}}}}})
+    assert _subdirs(cfg, [["attn=mha", "seed=0"], ["attn=gqa", "seed=1"]]) == ["attn=mha_0", "attn=gqa_1"]
