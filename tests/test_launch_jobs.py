@@ -277,3 +277,15 @@ def test_job_directories_follow_a_custom_sweep_subdir():
         "num": 0, "override_dirname": "", "config": {"override_dirname": {
             "kv_sep": "=", "item_sep": ",", "exclude_keys": ["seed"]}}}}})
     assert _subdirs(cfg, [["attn=mha", "seed=0"], ["attn=gqa", "seed=1"]]) == ["attn=mha_0", "attn=gqa_1"]
+
+
+def test_a_relaunched_job_still_queued_is_pending_not_the_old_ok(tmp_path, squeue):
+    sweep = make_sweep(tmp_path, slurm_ids={"0": "8_0", "1": "8_1", "2": "8_2", "3": "8_3"})
+    for n in range(4):
+        job(sweep, n, lid="L1", started_by="L1")  # the earlier launch's ok results
+    job(sweep, 0)
+    squeue(**{"8x0": "COMPLETED", "8x1": "PENDING", "8x2": "RUNNING", "8x3": "PENDING"})
+    launch = launch_jobs(sweep)
+    assert [j.status for j in launch.jobs] == ["ok", "pending", "running", "pending"]
+    assert launch.jobs[1].error == "SLURM job 8_1 is PENDING: not started yet; the directory holds launch L1's ok result"
+    assert launch.jobs[2].error.startswith("SLURM job 8_2 is RUNNING: starting, not recorded yet")

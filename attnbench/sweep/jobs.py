@@ -33,6 +33,7 @@ from .slurm_state import ACTIVE, SlurmStates
 
 PENDING, MISSING, RUNNING = "pending", "missing", "running"
 NOT_FINAL = (PENDING, RUNNING)  # SLURM or the launcher still has the job: its status will change
+ON_NODE = frozenset({"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"})
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class _Ask:
     slurm_error: Optional[str]
     launcher: Optional[Mapping]
     alive: Optional[bool]
+    ended: bool = False  # the launcher asks about its own launch, after every job returned
 
     def listed(self, jid: Optional[str]) -> Optional[str]:
         """SLURM's state of `jid` when SLURM still has the job (it runs, waits or will run again)."""
@@ -118,7 +120,7 @@ def launch_jobs(sweep_dir: Path, all_launches: bool = False, ended: bool = False
         listed = {d for _, d, _, _ in entries}
         earlier = [r for r in found.runs if r.dir not in listed]
     ids = {str(k): str(v) for k, v in (rec.get("slurm_job_ids") or {}).items()} if plan is not None else {}
-    ask = _Ask({}, None, None, False) if ended else _ask(entries, ids, rec.get("launcher"))
+    ask = _Ask({}, None, None, None, ended=True) if ended else _ask(entries, ids, rec.get("launcher"), lid)
     jobs, runs = [], []
     for num, d, overrides, run in entries:
         job = judge(num, d, overrides, run, lid if plan is not None else None, ids.get(str(num)), ask)
@@ -132,12 +134,14 @@ def _placeholder(job: LaunchJob) -> Run:
     return Run(dir=job.dir, res={"status": job.status, "error": job.error}, overrides=list(job.overrides))
 
 
-def _ask(entries: list, ids: Mapping[str, str], launcher: Optional[Mapping]) -> _Ask:
+def _ask(entries: list, ids: Mapping[str, str], launcher: Optional[Mapping], lid: Optional[str]) -> _Ask:
     """Ask SLURM once about every job that may still be on it, and whether the launcher still runs."""
-    wanted = {jid for jid in ids.values()}
-    for _, _, _, run in entries:
-        if run is not None and run.res.get("slurm_job_id") and run.res.get("status") != "ok":
-            wanted.add(str(run.res["slurm_job_id"]))
+    wanted = set()
+    for num, _, _, run in entries:
+        res = run.res if run is not None else {}
+        if res.get("status") == "ok" and res.get("launch_id") == lid:
+            continue  # this launch's job ended ok: nothing to ask
+        wanted |= {str(j) for j in (ids.get(str(num)), res.get("slurm_job_id")) if j}
     states: dict[str, str] = {}
     error = None
     if wanted and shutil.which("squeue"):
@@ -218,6 +222,9 @@ def _never_started(job: LaunchJob, res: Mapping, submitted: Optional[str], ask: 
         if res.get("launch_id") else ""
     base = _replace(job, started=False, trusted=False, slurm_job_id=submitted, error=None)
     if state := ask.listed(submitted):
+        if state in ON_NODE:  # SLURM started it, and it has not recorded itself yet
+            return _replace(base, status=RUNNING, slurm_state=state, error=f"SLURM job {submitted} is {state}: "
+                            f"starting, not recorded yet{left}")
         return _replace(base, status=PENDING, slurm_state=state, error=f"SLURM job {submitted} is {state}: "
                         f"not started yet{left}")
     if submitted and ask.slurm_error:
@@ -227,6 +234,8 @@ def _never_started(job: LaunchJob, res: Mapping, submitted: Optional[str], ask: 
     if submitted:
         state = ask.states.get(submitted)
         why = f"SLURM job {submitted} ended as {state}" if state else f"SLURM no longer lists job {submitted}"
+    elif ask.ended:
+        why = "the launcher returned without starting it"
     elif ask.alive is False:
         why = f"{ask.launcher_line()} is gone"
     else:
