@@ -30,18 +30,29 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ..track.launch import write_job_launch, write_sweep_launch
-from ..track.results import read_results, write_results
-from .summary import FINAL_STATUSES, collect_job_set, render, write_summary
+from ..track.launch import this_process, write_job_launch, write_sweep_launch
+from ..track.results import FINAL_STATUSES, read_results, write_results
+from .summary import collect_job_set, launch_notes, render, write_summary
 
 log = logging.getLogger(__name__)
 
 _EXIT = {"code": 0}  # set by on_multirun_end in the launching process
+NOT_ENDED = 3  # `python -m attnbench.sweep DIR`: some job is still pending or running; ask again later
 
 
 def exit_code() -> int:
     """1 if the last multirun of this process had a job that did not end `ok`, else 0."""
     return _EXIT["code"]
+
+
+def rows_exit_code(rows: Sequence[dict]) -> int:
+    """0: every job ok; 3: some job still pending or running (SLURM or its launcher has it); 1: every
+    job has a final status, and some is not ok (failed, missing, ...) or there is no job at all."""
+    if not rows:
+        return 1
+    if not all(r.get("final", True) for r in rows):
+        return NOT_ENDED
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
 # ----------------------------------------------------------------------------- resume
@@ -76,6 +87,7 @@ def _blank_results(config: DictConfig) -> dict:
     from ..job import new_results
 
     task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    OmegaConf.copy_cache(from_config=config, to_config=task_cfg)  # else `${launch_id:}` resolves a new id
     try:
         return new_results(task_cfg)
     except Exception:  # a config that cannot even be resolved
@@ -89,11 +101,14 @@ def record_sweep_launch(config: DictConfig) -> Optional[str]:
     """In the launching process, before any job: resolve this launch's id (the cached `${launch_id:}`
     resolver; Hydra copies the cache into every job's config) and record it as the sweep directory's
     latest launch (track/launch.py)."""
+    from .plan import planned_jobs
+
     launch_id = OmegaConf.select(config, "launch_id")
     if not launch_id:
         return None
     try:
-        write_sweep_launch(Path(str(config.hydra.sweep.dir)), str(launch_id))
+        write_sweep_launch(Path(str(config.hydra.sweep.dir)), str(launch_id), jobs=planned_jobs(config),
+                           launcher=this_process())
     except OSError:  # the jobs still run; the summary then counts every job, saying so
         log.exception("could not write the launch record of %s", config.hydra.sweep.dir)
     return str(launch_id)
@@ -101,27 +116,41 @@ def record_sweep_launch(config: DictConfig) -> Optional[str]:
 
 def record_job_launch(config: DictConfig) -> None:
     """In the job's process, when it starts (also when resume=true will reuse its result): the launch
-    that started it. Written next to Hydra's own record of the job (.hydra/overrides.yaml)."""
+    that started it, the job's config hash and its `resume` flag, which tell the summary whether an
+    earlier launch's ok result is this job's to reuse. Written next to Hydra's own record of the job
+    (.hydra/overrides.yaml)."""
+    from ..config import config_hash
+
     launch_id = OmegaConf.select(config, "launch_id")
     if config.hydra.mode != RunMode.MULTIRUN or not launch_id or config.hydra.output_subdir is None:
         return
     try:
-        write_job_launch(Path(config.hydra.runtime.output_dir), str(launch_id))
+        write_job_launch(Path(config.hydra.runtime.output_dir), str(launch_id), config_hash=config_hash(config),
+                         resume=bool(OmegaConf.select(config, "resume")))
     except OSError:  # results.json still names the launch
         log.exception("could not write the launch record of %s", config.hydra.runtime.output_dir)
 
 
-def summarize(config: Optional[DictConfig], sweep_dir: Path, all_launches: bool = False) -> tuple[list[dict], str]:
+def summarize(config: Optional[DictConfig], sweep_dir: Path, all_launches: bool = False,
+              ended: bool = False) -> tuple[list[dict], str]:
     """Write summary.csv/summary.md of `sweep_dir` and return (rows, the text to print). `config` is the
-    launching config (or the sweep's multirun.yaml; None without one): it gives the resume command."""
-    jobs, rows = collect_job_set(sweep_dir, all_launches)
+    launching config (or the sweep's multirun.yaml; None without one): it gives the resume command.
+    `ended`: the launcher itself asks, after every job returned."""
+    launch, rows = collect_job_set(sweep_dir, all_launches, ended=ended)
+    notes = launch_notes(launch, flag="`python -m attnbench.sweep DIR --all-launches`")
     cmd = None
-    if any(r["status"] != "ok" for r in rows) and config is not None \
+    busy = [r for r in rows if not r["final"]]
+    if busy:  # the resume command would start a second writer in their directories
+        notes.append(f"no resume command while {len(busy)} job{'s' * (len(busy) != 1)} "
+                     f"{'are' if len(busy) != 1 else 'is'} still pending or running (SLURM or the launcher has "
+                     f"{'them' if len(busy) != 1 else 'it'}): run `python -m attnbench.sweep {sweep_dir}` again "
+                     "once they end")
+    elif any(r["status"] != "ok" for r in rows) and config is not None \
             and OmegaConf.select(config, "hydra.overrides") is not None:
         cmd = resume_command(config, sweep_dir, rows)
-    notes = jobs.notes(flag="`python -m attnbench.sweep DIR --all-launches`")
-    write_summary(sweep_dir, rows, cmd, jobs.runs, notes)
-    return rows, render(sweep_dir, rows, cmd, jobs.runs, notes)
+    runs = list(launch.runs)
+    write_summary(sweep_dir, rows, cmd, runs, notes)
+    return rows, render(sweep_dir, rows, cmd, runs, notes)
 
 
 class SweepCallback(Callback):
@@ -146,13 +175,14 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         _EXIT["code"] = 1  # stays 1 if the summary itself fails (Hydra only warns about it)
-        rows, text = summarize(config, Path(str(config.hydra.sweep.dir)))
+        rows, text = summarize(config, Path(str(config.hydra.sweep.dir)), ended=True)
         _EXIT["code"] = 1 if not rows or any(r["status"] != "ok" for r in rows) else 0
         print(text, flush=True)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m attnbench.sweep SWEEP_DIR`: (re)write and print the summary of a sweep."""
+    """`python -m attnbench.sweep SWEEP_DIR`: (re)write and print the summary of a sweep. Exit status:
+    0 every job ok; 1 every job ended and some is not ok (or missing); 3 some job is still pending or running."""
     p = argparse.ArgumentParser(prog="python -m attnbench.sweep", description=main.__doc__)
     p.add_argument("sweep_dir", type=Path)
     p.add_argument("--all-launches", action="store_true",
@@ -166,7 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(text)
     if launched is None and rows:
         print(f"(no multirun.yaml in {args.sweep_dir}: job directories, not a whole sweep; no resume command)")
-    return 1 if not rows or any(r["status"] != "ok" for r in rows) else 0
+    return rows_exit_code(rows)
 
 
 def _launching_config(sweep_dir: Path) -> Optional[DictConfig]:

@@ -13,6 +13,9 @@ Fast because configs are composed once per combination of config-group choices (
 overrides with Hydra's own `_apply_overrides_to_config`, the step Hydra itself runs after composing
 the defaults list, so the result is the config the job will get (tests/test_precheck.py compares).
 
+A launch into a sweep directory whose jobs SLURM (or their launcher) still runs is refused in one
+line naming them (plan.py `refuse_busy_directory`): two writers in one job directory corrupt it.
+
 Launchers that run the jobs on other machines (SLURM) are checked for the device the jobs will
 have (`device=cuda`, or `auto` with GPUs requested: `gpus_per_node`, `gpus_per_task`, a `gres`
 with `gpu`, or `--gpus` among the additional parameters), not for this login node's; the memory for the
@@ -48,6 +51,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
     from hydra import initialize_config_dir
 
     from ..config import check_group_overrides, conf_dir, one_line_error
+    from .plan import refuse_busy_directory
     from .plugins import register_launchers
 
     check_group_overrides(overrides)
@@ -57,6 +61,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             hydra = GlobalHydra.instance().hydra
             master = _master_config(hydra, overrides, one_line_error)
+            refuse_busy_directory(master)  # before anything else: SLURM may still run jobs in that directory
             if "BasicSweeper" not in str(master.hydra.sweeper.get("_target_", "")):
                 log.info("hydra.sweeper=%s: its jobs are not known before it runs; not checked here",
                          master.hydra.sweeper.get("_target_"))

@@ -113,6 +113,7 @@ class SlurmLauncher(_SubmititSlurmLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*job_params))
+        _record_submitted(sweep_dir, self.config, {idx: job.job_id for idx, job in enumerate(jobs, initial_job_idx)})
         ended = wait_for_jobs(jobs, self.poll_s)
         return [self._job_return(job, list(ov), idx, ended[job.job_id])
                 for idx, (job, ov) in enumerate(zip(jobs, job_overrides), start=initial_job_idx)]
@@ -138,6 +139,19 @@ class SlurmLauncher(_SubmititSlurmLauncher):
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num, cfg.hydra.job.id = idx, job_id
         return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), cfg
+
+
+def _record_submitted(sweep_dir: Path, config: DictConfig, ids: dict[int, str]) -> None:
+    """The SLURM id of each job into the launch record: `python -m attnbench.sweep` asks SLURM about jobs
+    that have not started yet (pending, or missing once SLURM no longer has them)."""
+    from ..track.launch import record_submitted
+
+    launch_id = OmegaConf.select(config, "launch_id")
+    try:
+        if launch_id:
+            record_submitted(sweep_dir, str(launch_id), ids)
+    except OSError:  # the jobs run anyway; a summary before they start calls them missing
+        log.exception("could not record the SLURM job ids in %s", sweep_dir)
 
 
 def _job_return(overrides: Sequence[str], status: str, run_dir: Path) -> JobReturn:
@@ -176,22 +190,22 @@ def wait_for_jobs(jobs: Sequence[Any], poll_s: float) -> dict[str, Optional[str]
 
 def record_slurm_end(run_dir: Path, config: DictConfig, overrides: Sequence[str], job_id: str, state: str) -> str:
     """Give a job that SLURM ended without a result (scancel, node failure, OOM kill) a non-ok results.json
-    with SLURM's state, keeping whatever the job wrote; returns the status."""
+    with SLURM's state, keeping whatever this launch's job wrote; returns the status. The record carries
+    this launch's id, also in a directory an earlier launch left (whose files are not this job's)."""
     from .callback import _blank_results
 
     status = row_status(state)
+    launch_id, blank = OmegaConf.select(config, "launch_id"), _blank_results(config)
     res = read_results(run_dir / "results.json")
-    if isinstance(res, dict) and res.get("status") == "ok":  # it finished, then was killed before its pickle
+    if isinstance(res, dict) and launch_id and res.get("launch_id") != launch_id and not (
+            res.get("status") == "ok" and OmegaConf.select(config, "resume")
+            and res.get("config_hash") == blank.get("config_hash")):  # reusable: this launch's job would skip it
+        res = None  # an earlier launch's, not this job's: write_results keeps an ok one as results.<n>.json
+    if isinstance(res, dict) and res.get("status") == "ok":  # it finished (or is reused), then was killed
+        _record_job(run_dir, config, overrides, blank)
         return "ok"
-    if not isinstance(res, dict):
-        res = _blank_results(config)
-    if not (run_dir / ".hydra" / "overrides.yaml").is_file():  # it never started: the summary still lists it
-        from ..track.launch import write_job_launch
-
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
-        if OmegaConf.select(config, "launch_id"):  # of this launch, as the job would have recorded it
-            write_job_launch(run_dir, str(OmegaConf.select(config, "launch_id")))
+    res = res if isinstance(res, dict) else blank
+    _record_job(run_dir, config, overrides, blank)
     step = (res.get("train") or {}).get("steps") or _last_step(run_dir)
     was = res.get("error") if res.get("status") in FINAL_STATUSES else None
     res["status"] = status
@@ -201,6 +215,18 @@ def record_slurm_end(run_dir: Path, config: DictConfig, overrides: Sequence[str]
     write_results(run_dir, res)
     log.error("%s: %s", run_dir, res["error"])
     return status
+
+
+def _record_job(run_dir: Path, config: DictConfig, overrides: Sequence[str], blank: dict) -> None:
+    """What the job records when it starts (its overrides and this launch's record), for a job SLURM
+    ended before it could, also in a directory an earlier launch left."""
+    from ..track.launch import write_job_launch
+
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(list(overrides)), run_dir / ".hydra" / "overrides.yaml")
+    if OmegaConf.select(config, "launch_id"):
+        write_job_launch(run_dir, str(OmegaConf.select(config, "launch_id")), config_hash=blank.get("config_hash"),
+                         resume=bool(OmegaConf.select(config, "resume")))
 
 
 def _last_step(run_dir: Path) -> Optional[int]:

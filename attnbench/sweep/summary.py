@@ -1,7 +1,9 @@
-"""The multirun summary: every job of a sweep directory as one row, as a table, CSV and Markdown.
+"""The multirun summary: every job of a sweep's latest launch as one row, as a table, CSV and Markdown.
 
-Read from the files the jobs left (results.json, .hydra/overrides.yaml) through the report's
-job discovery (report/runs.py), so it works for any launcher, can be rebuilt later
+The jobs and their statuses come from sweep/jobs.py: the launch's own record of its jobs
+(launch.json), each job's files where they are this launch's, and SLURM for jobs it may still
+have (`pending`, `missing`, `running`). The figures come from the files the jobs left
+(results.json) through the report's job discovery (report/runs.py), so it works for any launcher, can be rebuilt later
 (`python -m attnbench.sweep SWEEP_DIR`) and never stops on a torn results.json (that job
 is a row with status `unreadable` and the reason). When the sweep has replicates (several
 jobs of one variant, e.g. seed=0,1,2), the table is one row per variant with n and
@@ -11,72 +13,75 @@ every job.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..report.format import fmt, markdown_table, text_table
-from ..report.runs import JobSet, Run, differing_overrides, job_set, largest_ok
-from ..track.results import FINAL_STATUSES
-from .slurm_state import unfinished_row
+from ..report.runs import JobSet, Run, differing_overrides, largest_ok
+from .jobs import LaunchJob, LaunchJobs, launch_jobs
 
 COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
            "train_tokens_per_s", "val_loss", "metric_name", "metric", "reused", "error", "all_overrides", "dir",
-           "compare_variant")
+           "compare_variant", "num", "started", "trusted", "final", "slurm_job_id", "slurm_state")
 
 
 # ----------------------------------------------------------------------------- collecting
-def job_row(run: Run, sweep_dir: Path) -> dict:
-    """One summary row: the job's status, key figures and error from its results.json."""
-    res = run.res
-    if res.get("status") not in (*FINAL_STATUSES, "unreadable"):  # "running": killed mid-job, or still on SLURM
-        res = {**res, **unfinished_row(res)}
+def job_row(run: Run, sweep_dir: Path, job: LaunchJob) -> dict:
+    """One summary row: the job's status as the launch states it (jobs.py), key figures from its results.json."""
+    res = run.res if job.trusted else {}
     train = res.get("train") or {}
     fwd = largest_ok(res.get("bench"), "forward") or {}
     try:
-        job = str(run.dir.relative_to(Path(sweep_dir).resolve()))
+        name = str(job.dir.relative_to(Path(sweep_dir).resolve()))
     except ValueError:
-        job = str(run.dir)
+        name = str(job.dir)
     return {
-        "job": job, "variant": res.get("variant") or "?", "status": res["status"],
+        "job": name, "variant": res.get("variant") or ("?" if job.trusted else "-"), "status": job.status,
         "params": (res.get("model") or {}).get("params"),
         "forward_ms": fwd.get("median_ms"), "forward_T": fwd.get("seq_len"),
         "train_tokens_per_s": train.get("tokens_per_s"), "val_loss": train.get("val_loss"),
         "metric_name": train.get("metric_name"), "metric": train.get("metric"),
-        "reused": reused(run),
-        "error": res.get("error"), "all_overrides": " ".join(run.overrides), "dir": str(run.dir),
+        "reused": job.reused, "error": job.error, "all_overrides": " ".join(job.overrides), "dir": str(job.dir),
+        "num": job.num, "started": job.started, "trusted": job.trusted, "final": job.final, "slurm_job_id": job.slurm_job_id, "slurm_state": job.slurm_state,
     }
 
 
-def reused(run: Run) -> bool:
-    """An ok result that an earlier launch wrote and this one skipped (resume=true): the job's
-    launch record names the latest launch, its results.json another (track/launch.py)."""
-    started, wrote = run.launch.job_launch if run.launch else None, run.res.get("launch_id")
-    return bool(run.res.get("status") == "ok" and started and wrote and wrote != started)
-
-
-def collect_job_set(sweep_dir: Path, all_launches: bool = False) -> tuple[JobSet, list[dict]]:
-    """The jobs of `sweep_dir` the summary counts (report/runs.py job_set: the latest launch unless
-    `all_launches`) and their summary rows (same order)."""
+def collect_job_set(sweep_dir: Path, all_launches: bool = False, ended: bool = False) -> tuple[LaunchJobs, list[dict]]:
+    """The jobs of `sweep_dir` the summary counts (jobs.py: every job of the latest launch, from its
+    record; every job directory with `all_launches`) and their summary rows (same order). `ended`:
+    the launcher asks, after every job returned (nothing is asked of SLURM)."""
     sweep_dir = Path(sweep_dir)
-    jobs = job_set([sweep_dir], all_launches=all_launches, require=False)
-    runs = jobs.runs
-    rows = [job_row(r, sweep_dir) for r in runs]
-    for row, swept in zip(rows, differing_overrides([r.overrides for r in runs])):
+    launch = launch_jobs(sweep_dir, all_launches=all_launches, ended=ended)
+    rows = [job_row(r, sweep_dir, j) for r, j in zip(launch.runs, launch.jobs)]
+    for row, swept in zip(rows, differing_overrides([j.overrides for j in launch.jobs])):
         row["overrides"] = swept  # only what the sweep varies
-    for row, run in zip(rows, runs):  # the statistics only count ok jobs: keep the summary's verdict
+    for row, run in zip(rows, launch.runs):  # the statistics only count ok jobs: keep the summary's verdict
         if row["status"] != run.res.get("status"):
             run.res = {**run.res, "status": row["status"], "error": row["error"]}
-    return jobs, rows
+    return launch, rows
 
 
 def collect_jobs(sweep_dir: Path) -> tuple[list[Run], list[dict]]:
     """The latest launch's jobs of `sweep_dir` as Runs and as summary rows (same order)."""
-    jobs, rows = collect_job_set(sweep_dir)
-    return jobs.runs, rows
+    launch, rows = collect_job_set(sweep_dir)
+    return list(launch.runs), rows
 
 
 def collect(sweep_dir: Path) -> list[dict]:
     return collect_jobs(sweep_dir)[1]
+
+
+def launch_notes(launch: LaunchJobs, flag: str) -> list[str]:
+    """What the count leaves out or cannot tell, one line each."""
+    started = [r for r, j in zip(launch.runs, launch.jobs) if j.started]
+    notes = JobSet(started, list(launch.earlier)).notes(flag=flag)
+    if not launch.planned and launch.launch_id:
+        notes.append("the launch record lists no jobs (a launch from before job lists were recorded, or a sweeper "
+                     "that picks its jobs as it goes): jobs that never started are not counted")
+    if launch.slurm_error:
+        notes.append(launch.slurm_error)
+    return notes
 
 
 # ----------------------------------------------------------------------------- variants
@@ -86,6 +91,8 @@ def variant_table(runs: list[Run], rows: list[dict]) -> Optional[tuple[list[str]
     from ..report.markdown import variant_columns
     from ..report.variants import group, run_variant
 
+    pairs = [(r, w) for r, w in zip(runs, rows) if w.get("trusted", True)]  # no result of its own: no config
+    runs, rows = [r for r, _ in pairs], [w for _, w in pairs]
     if not runs:
         return None
     comp = group(runs)
@@ -167,7 +174,7 @@ def write_summary(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str] =
         w.writeheader()
         w.writerows(rows)
     n_bad = sum(r["status"] != "ok" for r in rows)
-    md = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs: {len(rows) - n_bad} ok, {n_bad} not ok.", ""]
+    md = [f"# Sweep {sweep_dir}", "", f"{len(rows)} jobs: {len(rows) - n_bad} ok, {n_bad} not ok{breakdown(rows)}.", ""]
     md += [f"{n[0].upper()}{n[1:]}." for n in notes] + ([""] if notes else [])
     if table:
         md += ["## Variants", "", markdown_table(*table), "", NOTE, "", "## Jobs", ""]
@@ -176,6 +183,12 @@ def write_summary(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str] =
         md += ["Re-run the jobs that are not ok (ok jobs are skipped):", "", "```bash", resume_cmd, "```", ""]
     md_path.write_text("\n".join(md))
     return csv_path, md_path
+
+
+def breakdown(rows: list[dict]) -> str:
+    """": 2 missing, 1 pending" — the statuses of the jobs that are not ok, most frequent first."""
+    counts = Counter(r["status"] for r in rows if r["status"] != "ok")
+    return (": " + ", ".join(f"{n} {s}" for s, n in counts.most_common())) if counts else ""
 
 
 def render(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str], runs: Optional[list[Run]] = None,
@@ -187,7 +200,7 @@ def render(sweep_dir: Path, rows: list[dict], resume_cmd: Optional[str], runs: O
     bad = [r for r in rows if r["status"] != "ok"]
     reused = sum(r["reused"] for r in rows)
     head = f"sweep {sweep_dir}: {len(rows)} jobs, {len(rows) - len(bad)} ok" + (f" ({reused} reused)" if reused else "")
-    out = ["", head + (f", {len(bad)} NOT OK" if bad else ""), *[f"  ({n})" for n in notes], ""]
+    out = ["", head + (f", {len(bad)} NOT OK{breakdown(rows)}" if bad else ""), *[f"  ({n})" for n in notes], ""]
     table = variant_table(runs, rows) if rows and len(runs) == len(rows) else None
     if table:
         out += [_variant_text(table), "", "(mean ± 95% CI over seeds; n = ok jobs)"]
