@@ -175,8 +175,8 @@ def test_a_new_launchs_job_restarted_before_its_first_checkpoint_starts_afresh(m
     run_dir = tmp_path / "run"
     with monkeypatch.context() as m:
         stop_at(m, 3)
-        assert run_job(make_cfg(*BASE, "stages=[train]", "train.steps=8"), run_dir)["status"] == "interrupted"
-    assert checkpoint.read_checkpoint(run_dir / "checkpoint.pt")["slurm_job_id"] == "7_1"
+        over = (*BASE, *BENCH, "stages=[bench,train]", "train.steps=8", "train.lr=1e-3")
+        assert run_job(make_cfg(*over), run_dir)["status"] == "interrupted"
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "8")
     for lr in ("1e-3", "3e-3"):  # the same config as 7_1's, and another one
         over = (*BASE, *BENCH, "stages=[bench,train]", "train.steps=8", f"train.lr={lr}")
@@ -193,7 +193,7 @@ def test_a_new_launchs_job_restarted_before_its_first_checkpoint_starts_afresh(m
         assert res["status"] == "ok", res["error"]
         assert res["train"]["resumed_from_step"] is None and res["train"]["steps"] == 8
         assert steps_of(run_dir) == list(range(1, 9))
-        assert checkpoint.read_checkpoint(run_dir / "checkpoint.pt")["slurm_job_id"] == "8_1"
+        assert checkpoint.read_checkpoint(run_dir / "checkpoint.pt").get("slurm_job_id") == "8_1"
         (run_dir / "results.json").unlink()  # the next round: 8_1's first attempt again, before its checkpoint
         torch.save({**checkpoint.read_checkpoint(run_dir / "checkpoint.pt"), "slurm_job_id": "7_1"},
                    run_dir / "checkpoint.pt")
