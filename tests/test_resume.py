@@ -20,6 +20,7 @@ from attnbench.sweep import continuation
 from attnbench.train import checkpoint, loop
 from attnbench.train.interrupt import RaiseOnStop, StopRequested
 from attnbench.train.schedule import lr_at
+from test_continuation import slurm_env, stop_at  # noqa: F401 (slurm_env: a fixture, SLURM task 7_1, scontrol faked)
 
 BASE = ["stages=[train]", "logger=none", "device=cpu", "train.batch_size=4", "train.seq_len=32",
         "train.eval_every=0", "train.eval_batches=2", "train.warmup_steps=2", "data.n_pairs=4", "data.n_queries=4",
@@ -28,20 +29,6 @@ BASE = ["stages=[train]", "logger=none", "device=cpu", "train.batch_size=4", "tr
 
 def one_line(s: str) -> bool:
     return bool(s) and "\n" not in s and "Traceback" not in s
-
-
-def stop_at(monkeypatch, step: int, sig: int = signal.SIGTERM) -> None:
-    """Send `sig` to this process when the trainer logs `step`."""
-    from attnbench.track import sinks
-
-    orig = sinks.JsonlSink.log
-
-    def log(self, metrics, s):
-        orig(self, metrics, s)
-        if s == step:
-            os.kill(os.getpid(), sig)
-
-    monkeypatch.setattr(sinks.JsonlSink, "log", log)
 
 
 def metrics(run_dir: Path, name: str = "metrics.jsonl") -> list[dict]:
@@ -119,35 +106,22 @@ def test_a_signal_during_the_final_evaluation_is_honoured_and_loses_nothing(make
     assert set(res["train"]["val_loss_by_len"]) == {"32", "64"}
 
 
-@pytest.fixture
-def slurm_env(monkeypatch):
-    """Attempt 0 of SLURM array task 7_1, under attnbench's launcher; scontrol faked."""
-    monkeypatch.setenv("SLURM_JOB_ID", "9")
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "7")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
-    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
-    requeued: list = []
-    monkeypatch.setattr(continuation, "scontrol_job", lambda jid: {"JobState": "RUNNING", "Restarts": "0"})
-    monkeypatch.setattr(continuation, "requeue", lambda jid: requeued.append(jid))
-    continuation.open_attempt(continuation.Limits())
-    yield requeued
-    continuation._ATTEMPT.clear()
-
-
 def test_the_continuation_is_decided_before_wandb_closes(make_cfg, tmp_path, monkeypatch, slurm_env):
     """At the time limit's SIGUSR1 the job requeues itself before closing its sinks (W&B's close takes
     up to 2 x logger.finish_timeout_s)."""
     from attnbench.track import sinks
 
     at_close = []
-    monkeypatch.setattr(sinks.MultiSink, "close", lambda self, status: at_close.append(list(slurm_env)))
+    monkeypatch.setattr(sinks.MultiSink, "close", lambda self, status: at_close.append(list(slurm_env["requeued"])))
+    monkeypatch.setattr(continuation, "_ATTEMPT", {})
+    continuation.open_attempt(continuation.Limits())  # as attnbench's SLURM launcher does
     with monkeypatch.context() as m:
         stop_at(m, 3, signal.SIGUSR1)
         res = run_job(make_cfg(*BASE, "train.steps=20"), tmp_path / "run")
     assert at_close == [["7_1"]]
     assert res["status"] == "interrupted" and "timeout at step 3 (SIGUSR1)" in res["error"]
     assert continuation.decide_now(tmp_path / "run") == continuation.CONTINUE  # decided once
-    assert slurm_env == ["7_1"]
+    assert slurm_env["requeued"] == ["7_1"]
 
 
 def test_the_default_signal_delay_covers_the_worst_case():
