@@ -194,6 +194,11 @@ def test_submitits_handler_is_not_live_outside_attnbenchs_scopes(caplog):
         assert "SIGTERM received after the job ended: its result stands" in caplog.text
         os.kill(os.getpid(), signal.SIGUSR1)
         assert submitits == [signal.SIGUSR1]  # submitit's handler is back outside the attempt
+        caplog.clear()
+        with AttemptScope(restore=False):  # the launcher's: the process ends after the attempt
+            pass
+        os.kill(os.getpid(), signal.SIGUSR1)  # e.g. while SLURM ends a requeued attempt
+        assert submitits == [signal.SIGUSR1] and "SIGUSR1 received after the job ended" in caplog.text
     finally:
         signal.signal(signal.SIGUSR1, old)
 

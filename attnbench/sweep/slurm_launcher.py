@@ -70,7 +70,9 @@ class SlurmLauncher(_SubmititSlurmLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
         """Run one attempt of the job; exit without a result when SLURM will run it again."""
-        with AttemptScope():  # SIGTERM/SIGUSR1 outside the job's scopes: attnbench's, not submitit's
+        # SIGTERM/SIGUSR1 outside the job's scopes are attnbench's, not submitit's, until the process ends
+        # (after a requeue SLURM's SIGTERM comes while it exits, or while submitit writes the result).
+        with AttemptScope(restore=False):
             return self._attempt(sweep_overrides, job_dir_key, job_num, singleton_state)
 
     def _attempt(self, sweep_overrides: list[str], job_dir_key: str, job_num: int,

@@ -123,9 +123,18 @@ class AttemptScope(_SignalScope):
 
     signals = RaiseOnStop.signals
 
+    def __init__(self, restore: bool = True) -> None:
+        super().__init__()
+        self.restore = restore  # False: the process ends after the attempt; submitit's handlers stay off
+
     def __enter__(self):
         _ATTEMPT.update(early=None, job_ended=False)
         return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        _ATTEMPT["job_ended"] = True
+        if self.restore:
+            super().__exit__(*exc)
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         name = signal.Signals(signum).name
