@@ -25,8 +25,10 @@ register_launchers()  # hydra/launcher=slurm_gpu under an editable install too (
 def app(cfg: DictConfig) -> str:
     hc = HydraConfig.get()
     res = run_job(cfg, Path(hc.runtime.output_dir))
-    print(format_results(res), flush=True)
-    if hc.mode == RunMode.RUN and res["status"] != "ok":
+    failed_run = hc.mode == RunMode.RUN and res["status"] != "ok"
+    # A failed single run prints its error once, on stderr (below); a sweep's job prints it with the rest.
+    print(format_results({**res, "error": None} if failed_run else res), flush=True)
+    if failed_run:
         # Single run: fail with the one-line error. In a sweep we return instead, so the
         # other jobs go on (a sys.exit in a job would abort the whole multirun).
         print(f"attnbench: error: {res['error']}", file=sys.stderr)

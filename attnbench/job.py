@@ -7,8 +7,9 @@ results.json with a status and a one-line error, so a sweep never loses a job.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
@@ -51,6 +52,26 @@ def earlier_attempt(cfg: Any, run_dir: Path) -> dict | None:
     return old if isinstance(old, dict) and old.get("config_hash") == config_hash(cfg) else {}
 
 
+def set_aside_finished_run(run_dir: Path) -> Optional[int]:
+    """A job that starts afresh where an ok result of another run lies (a re-run without resume, a new
+    launch into the same directory) first moves that run's files aside, so it keeps its curves and
+    weights: results.json -> results.<n>.json, metrics.jsonl -> metrics.<n>.jsonl, checkpoint.pt ->
+    checkpoint.<n>.pt (the first free n). Returns n, or None when there was nothing to keep."""
+    run_dir = Path(run_dir)
+    old = read_results(run_dir / "results.json")
+    if not (isinstance(old, dict) and old.get("status") == "ok"):
+        return None
+    n = 1
+    while (run_dir / f"results.{n}.json").exists():
+        n += 1
+    for name in ("metrics.jsonl", "checkpoint.pt", "results.json"):  # results.json last: the marker
+        if (run_dir / name).exists():
+            stem, dot, ext = name.partition(".")
+            os.replace(run_dir / name, run_dir / f"{stem}.{n}{dot}{ext}")
+    log.warning("kept the earlier ok run of %s as results.%d.json, metrics.%d.jsonl, checkpoint.%d.pt", run_dir, n, n, n)
+    return n
+
+
 def run_job(cfg: Any, run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     if cfg.resume and (done := already_done(cfg, run_dir)):
@@ -66,6 +87,8 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
     if prev and prev.get("continuations"):
         res["continuations"] = prev["continuations"]
     resume = bool(cfg.train.resume) or prev is not None
+    if not resume:
+        set_aside_finished_run(run_dir)
     sinks = None
     try:
         validate(cfg)
@@ -96,10 +119,22 @@ def run_job(cfg: Any, run_dir: Path) -> dict:
         raise
     finally:
         write_results(run_dir, res)
+        res = _decide_continuation(run_dir, res)
         if sinks is not None:
             sinks.summary(res)
             sinks.close(res["status"])
     return res
+
+
+def _decide_continuation(run_dir: Path, res: dict) -> dict:
+    """Under attnbench's SLURM launcher: decide now whether SLURM runs the job again (and requeue it
+    after a time limit), before W&B's close; the decision rewrites results.json's error."""
+    from .sweep.continuation import decide_now
+
+    if decide_now(run_dir) is None:
+        return res
+    decided = read_results(run_dir / "results.json")
+    return decided if isinstance(decided, dict) else res
 
 
 def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any, resume: bool = False,
@@ -139,7 +174,11 @@ def _run_stages(cfg: Any, run_dir: Path, res: dict, sinks: Any, resume: bool = F
         from .train.loop import run_train
 
         torch.manual_seed(int(cfg.seed))
-        res["train"] = run_train(cfg, model, device, dtype, run_dir, sinks, data=data, resume=resume)
+        from .sweep.continuation import slurm_job_id
+
+        # A continued SLURM job (prev) resumes only its own checkpoint; train.resume=true any of this config.
+        res["train"] = run_train(cfg, model, device, dtype, run_dir, sinks, data=data, resume=resume,
+                                 job_id=slurm_job_id(), own_only=prev is not None)
         if res["train"].get("status", "ok") != "ok":
             res["status"] = res["train"]["status"]
             res["error"] = res["train"].get("error")

@@ -159,11 +159,44 @@ def test_a_continued_job_refuses_another_configs_checkpoint(make_cfg, tmp_path, 
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM restarted the job: it resumes by itself
     res = run_job(make_cfg(*BASE, "stages=[train]", "train.steps=3", "train.lr=3e-3"), run_dir)
     assert res["status"] == "failed" and one_line(res["error"])
-    assert "belongs to another config (config hash" in res["error"] and "not resuming from it" in res["error"]
+    assert "was trained with another config: train.lr=0.001 (this job: 0.003); not resuming from it" in res["error"]
     monkeypatch.delenv("SLURM_RESTART_COUNT")  # the same refusal for train.resume=true
     res = run_job(make_cfg(*BASE, "stages=[train]", "train.steps=3", "train.lr=3e-3", "train.resume=true"),
                   tmp_path / "run")
-    assert res["status"] == "failed" and "belongs to another config" in res["error"]
+    assert res["status"] == "failed" and "train.lr=0.001 (this job: 0.003)" in res["error"]
+
+
+def test_a_new_launchs_job_restarted_before_its_first_checkpoint_starts_afresh(make_cfg, tmp_path, monkeypatch,
+                                                                                slurm_env):
+    """Issue 25 item 9: SLURM job 7_1 left an interrupted training (checkpoint at step 3). A new launch's
+    job 8_1 into the same directory is stopped during its bench, before any checkpoint, and SLURM
+    restarts it: it must train from step 0 (with this config or another), not resume 7_1's checkpoint
+    nor refuse it as another config's."""
+    run_dir = tmp_path / "run"
+    with monkeypatch.context() as m:
+        stop_at(m, 3)
+        over = (*BASE, *BENCH, "stages=[bench,train]", "train.steps=8", "train.lr=1e-3")
+        assert run_job(make_cfg(*over), run_dir)["status"] == "interrupted"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "8")
+    for lr in ("1e-3", "3e-3"):  # the same config as 7_1's, and another one
+        over = (*BASE, *BENCH, "stages=[bench,train]", "train.steps=8", f"train.lr={lr}")
+        monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+        with monkeypatch.context() as m:  # attempt 0 of 8_1: SLURM's SIGTERM during the bench
+            from attnbench.bench import suite
+
+            real = suite.run_bench
+            m.setattr(suite, "run_bench", lambda *a, **k: (os.kill(os.getpid(), signal.SIGTERM), real(*a, **k))[1])
+            assert run_job(make_cfg(*over), run_dir)["status"] == "interrupted"
+        monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM runs 8_1 again
+        assert continuation.is_continuation(run_dir)
+        res = run_job(make_cfg(*over), run_dir)
+        assert res["status"] == "ok", res["error"]
+        assert res["train"]["resumed_from_step"] is None and res["train"]["steps"] == 8
+        assert steps_of(run_dir) == list(range(1, 9))
+        assert checkpoint.read_checkpoint(run_dir / "checkpoint.pt").get("slurm_job_id") == "8_1"
+        (run_dir / "results.json").unlink()  # the next round: 8_1's first attempt again, before its checkpoint
+        torch.save({**checkpoint.read_checkpoint(run_dir / "checkpoint.pt"), "slurm_job_id": "7_1"},
+                   run_dir / "checkpoint.pt")
 
 
 # ----------------------------------------------------------------------------- checkpoint files

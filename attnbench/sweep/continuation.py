@@ -32,6 +32,12 @@ from ..track.results import read_results, write_json_atomic, write_results
 log = logging.getLogger(__name__)
 
 STATE_NAME = "continuations.json"
+# The bounded waits between the pre-timeout signal and the time limit (docs/sweeps.md, "Signal timing"):
+SCONTROL_SHOW_TIMEOUT_S = 30  # `scontrol show job` (classify)
+REQUEUE_TIMEOUT_S = 60  # `scontrol requeue` (a time limit)
+# ... and an allowance for the step in progress and the checkpoint save, which depend on the model:
+# conf/hydra/launcher/slurm_gpu.yaml's signal_delay_s is at least their sum plus W&B's close.
+STEP_AND_CHECKPOINT_S = 90
 LIMIT_KEYS = {"timeout": "max_num_timeout", "preempted": "max_num_requeue"}
 CONTINUE, FINISH = "continue", "finish"
 
@@ -74,10 +80,15 @@ def read_state(run_dir: Path) -> dict:
 
 def is_continuation(run_dir: Path) -> bool:
     """True when this process continues an earlier attempt of the same SLURM job: it then resumes from
-    the checkpoint. A job that SLURM restarted without a record (killed outright, node failure) too."""
+    the checkpoint. A job that SLURM restarted without a record (killed outright, node failure) too,
+    once that job had started here (its results.json names it): a new launch's job that SLURM restarts
+    before it wrote anything finds an earlier launch's files, and starts afresh."""
     if slurm_job_id() is None:
         return False
-    return bool(read_state(run_dir).get("events")) or restart_count() > 0
+    if read_state(run_dir).get("events"):
+        return True
+    res = read_results(Path(run_dir) / "results.json")
+    return restart_count() > 0 and isinstance(res, dict) and res.get("slurm_job_id") == slurm_job_id()
 
 
 def counts(state: dict) -> dict:
@@ -92,7 +103,7 @@ def scontrol_job(job_id: str) -> dict:
     """`scontrol show job -o` as a dict (JobState, Restarts, ...); empty when scontrol fails."""
     try:
         out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
-                             timeout=30).stdout
+                             timeout=SCONTROL_SHOW_TIMEOUT_S).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("scontrol show job %s failed: %s", job_id, exc)
         return {}
@@ -117,13 +128,35 @@ def classify(stopped_by: Optional[str], job_id: str) -> tuple[Optional[str], str
 def requeue(job_id: str) -> Optional[str]:
     """`scontrol requeue JOB`: SLURM stops this attempt and starts the job again. The error, or None."""
     try:
-        r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+        r = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True,
+                           timeout=REQUEUE_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     return None if r.returncode == 0 else " ".join((r.stderr or r.stdout or f"exit {r.returncode}").split())
 
 
 # ----------------------------------------------------------------------------- the decision
+# The attempt this process runs under attnbench's SLURM launcher: its bounds, and the decision once made.
+# The job decides as soon as its results.json is final (job.py, `decide_now`), before closing W&B, which
+# can take 2 x logger.finish_timeout_s: a time limit's requeue must not wait for it (docs/sweeps.md).
+_ATTEMPT: dict = {}
+
+
+def open_attempt(limits: Limits) -> None:
+    """Called by the launcher before the job runs: the job will decide with these bounds."""
+    _ATTEMPT.clear()
+    _ATTEMPT["limits"] = limits
+
+
+def decide_now(run_dir: Path) -> Optional[str]:
+    """`after_attempt` once per attempt (CONTINUE or FINISH); None outside attnbench's SLURM launcher."""
+    if "limits" not in _ATTEMPT:
+        return None
+    if "decision" not in _ATTEMPT:
+        _ATTEMPT["decision"] = after_attempt(run_dir, _ATTEMPT["limits"])
+    return _ATTEMPT["decision"]
+
+
 def begin_attempt(run_dir: Path) -> Optional[dict]:
     """Called before an attempt runs. A job that already ended at its limit, and that SLURM started
     again anyway (a preemption requeues it whatever the job decided), returns its final results

@@ -32,6 +32,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..track.results import FINAL_STATUSES, read_results, write_results
+from ..train.interrupt import AttemptScope
 from . import continuation
 from .slurm_state import ACTIVE, SlurmStates, row_status
 
@@ -69,6 +70,13 @@ class SlurmLauncher(_SubmititSlurmLauncher):
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str,
                  singleton_state: dict) -> JobReturn:
         """Run one attempt of the job; exit without a result when SLURM will run it again."""
+        # SIGTERM/SIGUSR1 outside the job's scopes are attnbench's, not submitit's, until the process ends
+        # (after a requeue SLURM's SIGTERM comes while it exits, or while submitit writes the result).
+        with AttemptScope(restore=False):
+            return self._attempt(sweep_overrides, job_dir_key, job_num, singleton_state)
+
+    def _attempt(self, sweep_overrides: list[str], job_dir_key: str, job_num: int,
+                 singleton_state: dict) -> JobReturn:
         import submitit
 
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
@@ -82,9 +90,10 @@ class SlurmLauncher(_SubmititSlurmLauncher):
         final = continuation.begin_attempt(run_dir)
         if final is not None:  # past its bound, and SLURM started it again anyway
             return _job_return(sweep_overrides, str(final.get("status")), run_dir)
+        continuation.open_attempt(self.limits)  # the job decides before closing W&B (job.py)
         ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
                       job_dir_key=job_dir_key, job_subdir_key="hydra.sweep.subdir")
-        if continuation.after_attempt(run_dir, self.limits) == continuation.CONTINUE:
+        if continuation.decide_now(run_dir) == continuation.CONTINUE:
             logging.shutdown()
             # SystemExit passes submitit's `except Exception`: no result pickle, so the launcher keeps
             # waiting, and SLURM starts this job again.

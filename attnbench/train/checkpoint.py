@@ -2,11 +2,15 @@
 
 Model and optimizer state, the grad scaler, the step (which is also the learning
 -rate schedule position and the data position, see data.py), the RNG states and
-the running counters. Written to a temporary file, fsync'd, renamed, and the
-directory fsync'd: a kill during the save leaves the previous checkpoint intact, and
-after a node crash the rename is on disk (without the two fsyncs, ext4 and XFS can
-keep the new name pointing at a file whose data never reached the disk: an empty
-checkpoint.pt).
+the running counters; and who wrote it: the config keys that decide what is trained
+(train/resume_rules.py, compared on resume) and the SLURM job that wrote it (a job that
+SLURM restarts resumes only its own checkpoint, sweep/continuation.py). Written to a
+temporary file, fsync'd, renamed, and the directory fsync'd: a kill during the save
+leaves the previous checkpoint intact, and after a node crash the rename is on disk
+(without the two fsyncs, ext4 and XFS can keep the new name pointing at a file whose
+data never reached the disk: an empty checkpoint.pt). A SIGKILL during the save leaves
+its temporary file (as large as the checkpoint): the next save, and every training
+start, deletes such leftovers (`remove_stale_temps`).
 
 Read with `torch.load(weights_only=True)`: a checkpoint on a shared filesystem is
 untrusted input, and a full unpickler would run whatever code a crafted file names.
@@ -56,13 +60,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, scaler: Any,
-                    counters: dict, config_hash: str) -> None:
+                    counters: dict, config_hash: str, meta: Optional[dict] = None) -> None:
+    """Save atomically. `meta`: plain data kept beside the state (`trained_config`, `slurm_job_id`)."""
     obj = {
-        "format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
-        "counters": counters, "rng": rng_state(), "config_hash": config_hash,
+        **(meta or {}), "format": FORMAT, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict(), "counters": counters, "rng": rng_state(), "config_hash": config_hash,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -73,6 +79,17 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         fsync_dir(path.parent)  # and the rename itself survives a crash
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: Path) -> int:
+    """Delete the temporary files that a save of `path` killed outright (SIGKILL, node crash) left
+    behind; returns how many. Only one process writes a run directory's checkpoint at a time (the
+    job, or the next attempt of the same job), so a temporary file seen here is never a live save."""
+    path = Path(path)
+    stale = list(path.parent.glob(f".{path.name}.*.tmp")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -119,8 +136,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
                     config_hash: Optional[str] = None) -> Optional[dict]:
     """Restore a checkpoint into model/optimizer/scaler and the RNGs; returns it (None if absent).
 
-    With `config_hash`, a checkpoint written by another config is refused before anything is loaded:
-    resuming it would mix two experiments in one result (and its weights may not even fit)."""
+    With `config_hash`, a checkpoint written by another config is refused before anything is loaded.
+    The trainer compares the trained keys instead (train/resume_rules.py), which names what differs."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -128,6 +145,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
     if config_hash is not None and obj["config_hash"] != config_hash:
         raise CheckpointError(f"{path} belongs to another config (config hash {obj['config_hash']}, this job "
                               f"{config_hash}): not resuming from it; delete it or run into another directory")
+    return restore_checkpoint(path, obj, model, opt, scaler)
+
+
+def restore_checkpoint(path: Path, obj: dict, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                       scaler: Any) -> dict:
+    """Load `obj` (read_checkpoint's answer for `path`) into model/optimizer/scaler and the RNGs."""
     try:
         model.load_state_dict(obj["model"])
         opt.load_state_dict(obj["optimizer"])

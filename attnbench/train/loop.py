@@ -24,10 +24,12 @@ from ..config.naming import config_hash
 from ..device import autocast
 from ..model.attention import max_attention_logit
 from ..model.probes import sink_probes
-from .checkpoint import checkpoint_path, init_weights_from, load_checkpoint, save_checkpoint
+from .checkpoint import (checkpoint_path, init_weights_from, read_checkpoint, remove_stale_temps,
+                         restore_checkpoint, save_checkpoint)
 from .data import IGNORE, LMData, TextData, prepare_data
 from .evaluate import eval_lengths, evaluate, metric_of, sample_text
-from .interrupt import GracefulStop
+from .interrupt import GracefulStop, StopRequested
+from .resume_rules import check_resumable, resumed_anchor, trained_config
 from .schedule import build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class Progress:
     timed_steps: int = 0
     recent: list = field(default_factory=list)  # the last LOSS_WINDOW train losses
     last_val: Optional[dict] = None  # {"step", "loss", "acc"} of the latest evaluation
+    lr_anchor: Optional[list] = None  # [step, lr]: train.steps changed on resume there (schedule.lr_at)
 
 
 @dataclass
@@ -68,13 +71,15 @@ class Trainer:
     sinks: Any
     val_batches: list
     prog: Progress = field(default_factory=Progress)
+    job_id: Optional[str] = None  # the SLURM job that runs this training (recorded in each checkpoint)
+    own_only: bool = False  # resume only a checkpoint this SLURM job wrote (an automatic continuation)
 
     def train_step(self, step: int) -> tuple[float, float, float]:
         """One update; returns (loss, grad norm, lr). Synchronises once (for the NaN check)."""
         tc = self.cfg.train
         x, y = self.data.train_batch(step, int(tc.batch_size), int(tc.seq_len))  # (B, T) each
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        lr = lr_at(step, tc)
+        lr = lr_at(step, tc, self.prog.lr_anchor)
         for group in self.opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.dtype):
@@ -97,18 +102,28 @@ class Trainer:
 
     def save(self) -> Path:
         path = checkpoint_path(self.run_dir)
-        save_checkpoint(path, self.model, self.opt, self.scaler, asdict(self.prog), config_hash(self.cfg))
+        meta = {"trained_config": trained_config(self.cfg), "train_steps": int(self.cfg.train.steps),
+                "slurm_job_id": self.job_id}
+        save_checkpoint(path, self.model, self.opt, self.scaler, asdict(self.prog), config_hash(self.cfg), meta)
         return path
 
     def resume(self) -> Optional[int]:
         """Load the run directory's checkpoint into this trainer; the step it resumes from, or None."""
         path = checkpoint_path(self.run_dir)
-        obj = load_checkpoint(path, self.model, self.opt, self.scaler, config_hash=config_hash(self.cfg))
+        obj = read_checkpoint(path) if path.is_file() else None
+        if obj is not None and self.own_only and obj.get("slurm_job_id") != self.job_id:
+            # SLURM restarted this job before its first checkpoint: the file is an earlier launch's
+            log.warning("%s was written by SLURM job %s, not this job %s: starting from step 0",
+                        path, obj.get("slurm_job_id"), self.job_id)
+            obj = None
         if obj is None:
-            log.info("resuming, but %s has no checkpoint; starting from step 0", self.run_dir)
+            log.info("resuming, but %s has no checkpoint of this job; starting from step 0", self.run_dir)
             self._rewind_history(0)
             return None
+        check_resumable(path, obj, self.cfg, config_hash(self.cfg))
+        restore_checkpoint(path, obj, self.model, self.opt, self.scaler)
         self.prog = Progress(**obj["counters"])
+        self.prog.lr_anchor = resumed_anchor(obj, self.cfg)
         log.info("resumed from %s at step %d", path, self.prog.step)
         self._rewind_history(self.prog.step)
         return self.prog.step
@@ -165,12 +180,16 @@ class Trainer:
 
 
 def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dtype, run_dir: Path,
-              sinks: Any, data: Optional[LMData] = None, resume: bool = False) -> dict:
+              sinks: Any, data: Optional[LMData] = None, resume: bool = False, job_id: Optional[str] = None,
+              own_only: bool = False) -> dict:
     """Train `model` per `cfg.train` on `cfg.data`; returns the `train` section of results.json.
-    Resumes from the run directory's checkpoint with train.resume=true or `resume` (a continued SLURM job)."""
+    Resumes from the run directory's checkpoint with train.resume=true or `resume` (a continued SLURM
+    job: `own_only`, only a checkpoint that SLURM job `job_id` wrote)."""
     t_start = time.perf_counter()
     data = data if data is not None else prepare_data(cfg)
     tc = cfg.train
+    if n := remove_stale_temps(checkpoint_path(run_dir)):
+        log.warning("removed %d temporary checkpoint file(s) of a save that was killed", n)
     model.to(device).train()
     init_from = str(init_weights_from(model, tc.init_from)) if tc.get("init_from") else None  # before resume
     opt, opt_name = build_optimizer(model, tc, device)
@@ -179,23 +198,42 @@ def run_train(cfg: Any, model: nn.Module, device: torch.device, dtype: torch.dty
         device=device, dtype=dtype, opt=opt, run_dir=Path(run_dir), sinks=sinks,
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         val_batches=data.val_batches(int(tc.eval_batches), int(tc.batch_size), int(tc.seq_len)),
+        job_id=job_id, own_only=own_only and not tc.resume,
     )
     resumed_from = trainer.resume() if tc.resume or resume else None
-    # A signal after the last step is ignored: the final evaluation is short and the result complete.
     with GracefulStop() as stop:
         status, error, diverged_step = trainer.run(stop)
+        checkpoint = None
+        if status == "ok":  # saved before the final evaluation: a signal during it loses no training
+            checkpoint = trainer.save() if trainer.prog.step != resumed_from else checkpoint_path(run_dir)
+        elif status == "interrupted":
+            checkpoint = checkpoint_path(trainer.run_dir)
+        status, error, quality = _final_quality(trainer, stop, status, error, checkpoint)
         res = {"status": status, "error": error, "optimizer": opt_name, "resumed_from_step": resumed_from,
                "stopped_by": stop.requested if status == "interrupted" else None,
-               "data": data.describe(), "checkpoint": None, "diverged_step": diverged_step, "init_from": init_from}
-        res.update(_quality(trainer, status))
-        if status == "ok":
-            res["checkpoint"] = str(trainer.save())
-        elif status == "interrupted":
-            res["checkpoint"] = str(checkpoint_path(trainer.run_dir))
+               "data": data.describe(), "checkpoint": str(checkpoint) if checkpoint else None,
+               "diverged_step": diverged_step, "init_from": init_from, "lr_anchor": trainer.prog.lr_anchor,
+               **quality}
     p = trainer.prog
     res.update(steps=p.step, tokens=p.tokens, train_s=p.train_s, wall_s=time.perf_counter() - t_start,
                train_loss=sum(p.recent) / len(p.recent) if p.recent else None, **throughput(p, tc))
     return res
+
+
+def _final_quality(tr: Trainer, stop: GracefulStop, status: str, error: Optional[str],
+                   checkpoint: Optional[Path]) -> tuple[str, Optional[str], dict]:
+    """(status, error, validation figures). A signal during the final evaluation stops it at once:
+    the run is `interrupted`, and resuming it (train.resume=true, or SLURM's next attempt) trains no
+    step and evaluates again."""
+    if status != "ok":
+        return status, error, _quality(tr, status)
+    try:
+        with stop.at_once():
+            return status, error, _quality(tr, status)
+    except StopRequested as exc:
+        error = (f"stopped by {exc} during the final evaluation (training finished at step {tr.prog.step}); "
+                 f"checkpoint {checkpoint}; rerun with train.resume=true to evaluate it")
+        return "interrupted", error, _quality(tr, "interrupted")
 
 
 def throughput(p: Progress, tc: Any) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -11,15 +11,19 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
-def lr_at(step: int, tc: Any) -> float:
+def lr_at(step: int, tc: Any, anchor: Optional[Sequence[float]] = None) -> float:
     """Learning rate for update number `step` (0-based): linear warm-up to `train.lr`
-    over `train.warmup_steps`, then cosine decay to `train.lr · train.min_lr_ratio` at `train.steps`."""
+    over `train.warmup_steps`, then cosine decay to `train.lr · train.min_lr_ratio` at `train.steps`.
+
+    `anchor` = (step S, lr at S) when a resumed run changed train.steps at S (train/resume_rules.py):
+    from S the cosine runs from that lr to the minimum at the new train.steps (the rate stays continuous)."""
     lr, warmup, total = float(tc.lr), int(tc.warmup_steps), int(tc.steps)
     if step < warmup:
         return lr * (step + 1) / warmup
     min_lr = lr * float(tc.min_lr_ratio)
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+    start, top = (warmup, lr) if anchor is None else (int(anchor[0]), float(anchor[1]))
+    progress = min(1.0, max(0, step - start) / max(1, total - start))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (top - min_lr)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
