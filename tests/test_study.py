@@ -267,3 +267,27 @@ def test_a_real_study_of_tiny_jobs_end_to_end(tmp_path):
     assert row["selection"] == "held_out" and row["replicates"] == "seed=1" and float(row["train.lr"]) == 1e-3
     again = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0 and "launching" not in again.stdout and "held-out runs" in again.stdout
+
+
+def test_an_edge_that_ties_with_its_neighbour_is_not_extended(tmp_path):
+    """Recall at the ceiling at two values (Finding 13): the report picks the first (the lowest, an edge),
+    but the optimum is inside the grid, so nothing is extended."""
+    def flat(attn, lr, seed):
+        return "ok", 2.0 if lr < 5e-3 else 2.5
+
+    assert study(tmp_path, Planted(flat)) == 0
+    rec = record(tmp_path)
+    assert rec["extensions"] == []
+    assert {e["why"] for e in rec["edges"]} == {"ties with 0.003 inside the grid (2): the optimum is not past the edge"}
+
+
+def test_without_a_baseline_and_with_the_dashboard(tmp_path, capsys):
+    """--baseline is optional (figures without verdicts); --wandb-dashboard goes to the report's own, which
+    refuses jobs without W&B runs (logger=none) in its one line: the flag reached it."""
+    argv = ["--dir", str(tmp_path / "st"), "--tune", "train.lr", "--", *GRID]
+    assert cli.main(argv, runner=Planted(bowl({"mha": 3e-3, "gqa": 3e-3}))) == 0
+    out = capsys.readouterr().out
+    assert "| variant | n | train.lr (chosen of) | val loss (lower is better) | reported on |" in out
+    assert "verdict" not in out
+    assert cli.main(argv[:4] + ["--wandb-dashboard"] + argv[4:], runner=None) == 2
+    assert "--wandb-dashboard: no job under the paths has a W&B run" in capsys.readouterr().err

@@ -30,6 +30,7 @@ class Choice:
     chosen: Any  # None when no value has an ok tuning job
     edge: str  # "lowest" / "highest" (report/heldout.py grid_edge) or ""
     failed: dict = field(default_factory=dict)  # value -> statuses of its tuning jobs that are not ok
+    means: dict = field(default_factory=dict)  # value -> mean objective over the tuning seeds (None: no ok job)
 
 
 def analyse(dirs: Sequence[Path], tune: str, objective: Optional[str]) -> tuple[Comparison, list[Choice]]:
@@ -49,12 +50,24 @@ def _choice(v: Any, tune: str) -> Choice:
         if not r.ok and replicate_of(r, flat, (SEED,)) in tuning:
             failed.setdefault(flat.get(tune), []).append(r.status)
     return Choice(key=" ".join(sorted(ov)), label=v.label, overrides=ov, tried=list(v.tuned_over),
-                  chosen=v.tuned_value, edge=v.tuned_edge, failed=failed)
+                  chosen=v.tuned_value, edge=v.tuned_edge, failed=failed,
+                  means={x: e.mean for x, e in v.tuned_means.items()})
 
 
 def failed_here(c: Choice) -> list[str]:
     """The statuses of the tuning jobs that failed at the chosen value (empty when none did)."""
     return next((s for value, s in c.failed.items() if value == c.chosen), [])
+
+
+def tie_inward(c: Choice) -> Any:
+    """The value next to the chosen edge, inward, when its tuning mean equals the chosen one (a recall of
+    1.000 at both: the optimum is already inside the grid, as in Finding 13), else None."""
+    ordered = sorted(x for x in c.tried if num(x))
+    if len(ordered) < 2 or c.chosen not in ordered:
+        return None
+    inner = ordered[1] if c.edge == "lowest" else ordered[-2]
+    mine, theirs = c.means.get(c.chosen), c.means.get(inner)
+    return inner if mine is not None and theirs is not None and abs(mine - theirs) <= 1e-12 else None
 
 
 def next_step(c: Choice, step: Optional[Step], done: int, limit: int) -> tuple[Optional[float], str]:
@@ -67,6 +80,8 @@ def next_step(c: Choice, step: Optional[Step], done: int, limit: int) -> tuple[O
     if failed := failed_here(c):
         return None, (f"{show(c.chosen)} ({c.edge} tried) failed on a tuning seed ({', '.join(sorted(set(failed)))}): "
                       "an edge that needs no extension past it")
+    if (tie := tie_inward(c)) is not None:
+        return None, f"ties with {show(tie)} inside the grid ({c.means[tie]:.6g}): the optimum is not past the edge"
     if done >= limit or step is None:
         return None, f"still at the edge after {done} extension{'s' * (done != 1)}"
     value = next_value(step, [float(x) for x in c.tried if num(x)], c.edge)
@@ -106,5 +121,5 @@ def confirm_overrides(comp: Comparison, choices: Sequence[Choice], fresh: Sequen
     return [ov for value, groups in by_value.values() for ov, _ in at_value(groups, comp.tune, value, fresh, hydra)]
 
 
-__all__ = ["Choice", "analyse", "at_value", "confirm_overrides", "failed_here", "next_step",
+__all__ = ["Choice", "analyse", "at_value", "confirm_overrides", "failed_here", "next_step", "tie_inward",
            "seeds_used", "spell"]

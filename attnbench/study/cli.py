@@ -29,12 +29,13 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     argv = list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     p = argparse.ArgumentParser(prog=PROG, description="Tune, extend the grid at its edges, confirm on fresh "
-                                "seeds and report, in one command (docs/report.md#one-command-study).")
+                                "seeds and report, in one command (docs/report.md#one-command-study-python--m-attnbenchstudy).")
     p.add_argument("--dir", type=Path, required=True, help="the study's folder: study.json, tune/, extend/<k>/, "
                    "confirm/c<i>/, report/")
     p.add_argument("--tune", required=True, metavar="KEY", help="the config key tuned per variant (e.g. train.lr)")
-    p.add_argument("--baseline", nargs="+", required=True, metavar="OVERRIDE",
-                   help="the variant every other one is compared against (e.g. attn.gate=none)")
+    p.add_argument("--baseline", nargs="+", default=[], metavar="OVERRIDE",
+                   help="the variant every other one is compared against (e.g. attn.gate=none); without it the "
+                        "report has each variant's held-out figures but no differences or verdicts")
     p.add_argument("--objective", default="val_loss", metavar="FIGURE",
                    help="the results.csv figure the choice and the verdicts use (default val_loss)")
     p.add_argument("--confirm-seeds", type=int, default=3, metavar="N",
@@ -82,8 +83,9 @@ def dry_run(st: Study, plan: Plan) -> str:
         "past a value that failed on a tuning seed",
         f"confirm: each variant at its chosen {cmd.tune} on seeds {', '.join(map(str, fresh))}: "
         f"{len(variants) * cmd.confirm_seeds} jobs into {st.dir / 'confirm'}/c<i>",
-        f"report:  {st.dir / 'report'} (--tune {cmd.tune} --objective {cmd.objective} --baseline "
-        f"{' '.join(cmd.baseline)}); verdicts on the held-out runs",
+        f"report:  {st.dir / 'report'} (--tune {cmd.tune} --objective {cmd.objective}"
+        f"{' --baseline ' + ' '.join(cmd.baseline) if cmd.baseline else ''}); "
+        f"{'verdicts' if cmd.baseline else 'figures'} on the held-out runs",
     ])
 
 

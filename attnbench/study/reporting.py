@@ -29,7 +29,7 @@ def report_paths(st: Study) -> list[Path]:
 def write_report(st: Study, say: Callable[[str], None]) -> Report:
     cmd = st.command
     rep = build_report(report_paths(st), st.dir / OUT, replicates=[SEED], tune=cmd.tune, objective=cmd.objective,
-                       baseline=cmd.baseline)
+                       baseline=cmd.baseline or None)
     section = study_section(st)
     md = rep.files["report.md"]
     Path(md).write_text(Path(md).read_text().rstrip("\n") + "\n\n" + section + "\n")
@@ -65,7 +65,8 @@ def dashboard(rep: Report, st: Study) -> int:
 
     paths = report_paths(st)
     argv = [*map(str, paths), "--tune", st.command.tune, "--objective", str(st.command.objective),
-            "--baseline", *st.command.baseline, "--out", str(st.dir / OUT), "--wandb-dashboard"]
+            *(["--baseline", *st.command.baseline] if st.command.baseline else []), "--out", str(st.dir / OUT),
+            "--wandb-dashboard"]
     args = argparse.Namespace(paths=paths, wandb_project=None, wandb_entity=None, wandb_mode=None,
                               wandb_timeout=30.0, push=False)
     return run_dashboard(rep, args, argv, st.dir / OUT)
