@@ -291,3 +291,22 @@ def test_without_a_baseline_and_with_the_dashboard(tmp_path, capsys):
     assert "verdict" not in out
     assert cli.main(argv[:4] + ["--wandb-dashboard"] + argv[4:], runner=None) == 2
     assert "--wandb-dashboard: no job under the paths has a W&B run" in capsys.readouterr().err
+
+
+def test_each_launch_is_the_projects_own_multirun_with_resume(tmp_path, monkeypatch):
+    """What makes a re-run skip finished jobs and keeps every launcher's behaviour: the child command."""
+    from attnbench.study import launch
+
+    seen = []
+
+    class Child:
+        def __init__(self, cmd):
+            seen.append(cmd)
+
+        def wait(self, timeout=None):
+            return 1
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Child)
+    assert launch.multirun(["attn=mha,gqa", "hydra/launcher=joblib"], tmp_path / "tune") == 1
+    assert seen == [[sys.executable, "-m", "attnbench", "-m", "attn=mha,gqa", "hydra/launcher=joblib",
+                     f"hydra.sweep.dir={tmp_path / 'tune'}", "resume=true"]]

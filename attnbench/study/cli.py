@@ -89,29 +89,11 @@ def dry_run(st: Study, plan: Plan) -> str:
     ])
 
 
-def main(argv: Optional[Sequence[str]] = None, runner: Runner = multirun) -> int:
-    from .reporting import argv_text, dashboard, write_report
+def run_stages(st: Study, plan: Plan, runner: Runner) -> int:
+    """Tune, Extend and Confirm, each from where the record says it stopped; 0, or the exit status."""
     from .stages import Context, StudyStopped, confirm_stage, extend_stage, tune_stage
 
-    raw = list(sys.argv[1:] if argv is None else argv)
-    args, overrides = parse(raw)
-    logging.basicConfig(level=logging.WARNING, format="attnbench.study: %(levelname)s: %(message)s")
-    command = Command(tune=args.tune, baseline=list(args.baseline), objective=args.objective,
-                      confirm_seeds=args.confirm_seeds, max_extensions=args.max_extensions, overrides=overrides)
-    try:
-        st = record.load(args.dir, command, argv_text([a for a in raw if a != "--dry-run"]))
-        plan = read_plan(overrides, args.tune, args.max_extensions)
-        check_baseline(plan, args.baseline)
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(f"attnbench.study: error: {line}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        print(dry_run(st, plan))
-        return 0
-    st.save()
-    ctx = Context(study=st, plan=plan, runner=runner, say=lambda s: print(s, flush=True),
-                  slurm="slurm" in " ".join(plan.hydra).lower())
+    ctx = Context(study=st, plan=plan, runner=runner, say=lambda s: print(s, flush=True), slurm=plan.slurm)
     try:
         tune_stage(ctx)
         extend_stage(ctx)
@@ -120,11 +102,40 @@ def main(argv: Optional[Sequence[str]] = None, runner: Runner = multirun) -> int
         print(f"attnbench.study: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"attnbench.study: interrupted; study.json is consistent, re-run the same command to continue",
+        print("attnbench.study: interrupted; study.json is consistent, re-run the same command to continue",
               file=sys.stderr)
         return 130
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None, runner: Runner = multirun) -> int:
+    from .reporting import argv_text, dashboard, write_report
+
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args, overrides = parse(raw)
+    logging.basicConfig(level=logging.WARNING, format="attnbench.study: %(levelname)s: %(message)s")
+    command = Command(tune=args.tune, baseline=list(args.baseline), objective=args.objective,
+                      confirm_seeds=args.confirm_seeds, max_extensions=args.max_extensions, overrides=overrides)
     try:
-        rep = write_report(st, ctx.say)
+        st = record.load(args.dir, command, argv_text([a for a in raw if a != "--dry-run"]))
+        finished = all(st.done(s) for s in ("tune", "extend", "confirm"))
+        plan = None if finished and not args.dry_run else read_plan(overrides, args.tune, args.max_extensions)
+        if plan is not None:
+            check_baseline(plan, args.baseline)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"attnbench.study: error: {line}", file=sys.stderr)
+        return 2
+    if args.dry_run and plan is not None:  # (a dry run always plans)
+        print(dry_run(st, plan))
+        return 0
+    if plan is not None:  # a finished study only reports: nothing to plan or launch
+        st.save()
+        code = run_stages(st, plan, runner)
+        if code:
+            return code
+    try:
+        rep = write_report(st, lambda s: print(s, flush=True))
     except (ConfigError, FileNotFoundError) as exc:
         print(f"attnbench.study: error: report: {exc}", file=sys.stderr)
         return 2

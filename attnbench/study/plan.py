@@ -32,6 +32,7 @@ class Plan:
     hydra: list = field(default_factory=list)  # the user's Hydra overrides (launcher and its settings)
     poll_s: float = 10.0  # how often to look at a SLURM queue (hydra.launcher.poll_s when set)
     master: Optional[DictConfig] = None  # the launching config
+    slurm: bool = False  # the launcher submits to SLURM (a re-run then asks the queue first)
 
 
 def key_of(override: str) -> str:
@@ -94,7 +95,8 @@ def read_plan(overrides: Sequence[str], tune: str, max_extensions: int) -> Plan:
     hydra = [o for o in overrides if key_of(o).startswith("hydra")]
     poll = OmegaConf.select(master, "hydra.launcher.poll_s", default=None)
     return Plan(jobs=jobs, values=values, seeds=seeds, step=step, hydra=hydra,
-                poll_s=float(poll) if poll is not None else 10.0, master=master)
+                poll_s=float(poll) if poll is not None else 10.0, master=master,
+                slurm="Slurm" in str(OmegaConf.select(master, "hydra.launcher._target_", default="")))
 
 
 def _seeds(jobs: Sequence[Sequence[str]], master: DictConfig) -> list[int]:
