@@ -310,3 +310,12 @@ def test_each_launch_is_the_projects_own_multirun_with_resume(tmp_path, monkeypa
     assert launch.multirun(["attn=mha,gqa", "hydra/launcher=joblib"], tmp_path / "tune") == 1
     assert seen == [[sys.executable, "-m", "attnbench", "-m", "attn=mha,gqa", "hydra/launcher=joblib",
                      f"hydra.sweep.dir={tmp_path / 'tune'}", "resume=true"]]
+
+
+def test_an_extension_of_a_preset_variant_overrides_the_presets_grid():
+    """experiment=gating_lr sweeps attn.gate, train.lr and seed in hydra.sweeper.params; a variant's
+    extension (its own overrides, one lr, the tuning seeds) must run 3 jobs, not the preset's 36."""
+    _, jobs = compose_sweep(["experiment=gating_lr", "attn.gate=headwise", "train.lr=0.3", "seed=0,1,2",
+                             "logger=none"])
+    assert len(jobs) == 3
+    assert {value_of(o) for job in jobs for o in job if key_of(o) == "train.lr"} == {"0.3"}
