@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,25 +27,21 @@ from ..track.launch import sweep_launch
 log = logging.getLogger(__name__)
 
 Runner = Callable[[Sequence[str], Path], int]  # (overrides, sweep dir) -> the multirun's exit status
-INTERRUPT_GRACE_S = 120.0  # after Ctrl-C, how long the multirun gets to checkpoint and write its results
 JOB_ID = re.compile(r"\d+(_\d+)?")
 
 
 def multirun(overrides: Sequence[str], sweep_dir: Path) -> int:
     """Run the multirun in a child process and return its exit status (0 all ok, 1 some job not ok,
-    2 refused before launching). Ctrl-C reaches the child too (same process group): it is given time to
-    stop its jobs cleanly (they checkpoint and write `interrupted`), then KeyboardInterrupt goes on."""
+    2 refused before launching). Ctrl-C reaches the child as it does under `-m` (same process group): the
+    running job finishes its step, checkpoints and records `interrupted`; the study waits for the child
+    to end, so a second Ctrl-C, which stops the child at once, is also what stops the study at once."""
     cmd = [sys.executable, "-m", "attnbench", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}", "resume=true"]
     log.info("launching: %s", " ".join(cmd[1:]))
     child = subprocess.Popen(cmd)
     try:
         return child.wait()
     except KeyboardInterrupt:
-        try:
-            child.wait(timeout=INTERRUPT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGTERM)
-            child.wait()
+        child.wait()
         raise
 
 
