@@ -230,6 +230,13 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys, tune, overr
     assert not (tmp_path / "st").exists()
 
 
+def test_a_folder_that_is_not_a_study_is_refused(tmp_path, capsys):
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "multirun.yaml").write_text("hydra: {}\n")
+    assert study(tmp_path, None) == 2
+    assert f"--dir {tmp_path / 'st'}: not empty and no study.json in it" in capsys.readouterr().err
+
+
 def test_a_bad_baseline_key_is_refused_before_anything_runs(tmp_path, capsys):
     argv = ["--dir", str(tmp_path / "st"), "--tune", "train.lr", "--baseline", "atn=mha", "--", *GRID]
     assert cli.main(argv, runner=None) == 2

@@ -105,6 +105,9 @@ def load(directory: Path, command: Command, argv: str) -> Study:
     ConfigError (one line) when the directory holds a study of another command or an unreadable record."""
     path = Path(directory) / NAME
     if not path.exists():
+        if Path(directory).is_dir() and any(Path(directory).iterdir()):
+            raise ConfigError(f"--dir {directory}: not empty and no {NAME} in it (not a study's folder); "
+                              "give a new or empty folder")
         return Study(dir=Path(directory), command=command, argv=argv)
     try:
         body = json.loads(path.read_text())
