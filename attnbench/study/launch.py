@@ -96,7 +96,8 @@ def unfinished(sweep_dir: Path, jobs: int) -> Optional[str]:
     if not Path(sweep_dir).is_dir():
         return f"0 of {jobs} jobs ran"
     _, rows = collect_job_set(Path(sweep_dir))
-    final = [r for r in rows if r["status"] in FINAL_STATUSES and r["status"] != "interrupted" and r["error"] != MISSING]
+    final = [r for r in rows if r["status"] in FINAL_STATUSES and r["status"] != "interrupted"
+             and r["error"] != MISSING]
     if len(final) >= jobs:
         return None
     return f"{jobs - len(final)} of {jobs} jobs have no final result"
