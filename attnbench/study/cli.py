@@ -29,7 +29,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     argv = list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     p = argparse.ArgumentParser(prog=PROG, description="Tune, extend the grid at its edges, confirm on fresh "
-                                "seeds and report, in one command (docs/report.md, One-command study).")
+                                "seeds and report, in one command (docs/report.md, One-command study).",
+                                epilog="After --: the tuning sweep's overrides, as for `python -m attnbench -m`.")
     p.add_argument("--dir", type=Path, required=True, help="the study's folder: study.json, tune/, extend/<k>/, "
                    "confirm/c<i>/, report/")
     p.add_argument("--tune", required=True, metavar="KEY", help="the config key tuned per variant (e.g. train.lr)")
