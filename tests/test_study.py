@@ -230,6 +230,12 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, capsys, tune, overr
     assert not (tmp_path / "st").exists()
 
 
+def test_an_objective_that_no_job_measures_stops_the_study_in_one_line(tmp_path, capsys):
+    assert study(tmp_path, Planted(bowl({"mha": 3e-3, "gqa": 3e-3})), "--objective", "val_los") == 2
+    assert capsys.readouterr().err.startswith("attnbench.study: error: --objective val_los: not a numeric figure")
+    assert record(tmp_path)["stages"]["tune"]["state"] == "done"  # kept: a re-run with that command reports it again
+
+
 def test_a_folder_that_is_not_a_study_is_refused(tmp_path, capsys):
     (tmp_path / "st").mkdir()
     (tmp_path / "st" / "multirun.yaml").write_text("hydra: {}\n")

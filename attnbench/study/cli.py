@@ -102,6 +102,9 @@ def run_stages(st: Study, plan: Plan, runner: Runner) -> int:
     except StudyStopped as exc:
         print(f"attnbench.study: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # found once jobs ran: e.g. an --objective that no job measures
+        print(f"attnbench.study: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("attnbench.study: interrupted; study.json is consistent, re-run the same command to continue",
               file=sys.stderr)
