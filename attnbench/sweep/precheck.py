@@ -48,6 +48,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
 
     from ..config import check_group_overrides, conf_dir, one_line_error
     from .plugins import register_launchers
+    from .slurm_wait import WaitBounds
 
     check_group_overrides(overrides)
     register_launchers()  # hydra/launcher=slurm_gpu composes only once its base config is stored
@@ -56,6 +57,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             hydra = GlobalHydra.instance().hydra
             master = _master_config(hydra, overrides, one_line_error)
+            WaitBounds.check_launcher(master.hydra.get("launcher"))  # the SLURM launcher's wait bounds
             if "BasicSweeper" not in str(master.hydra.sweeper.get("_target_", "")):
                 log.info("hydra.sweeper=%s: its jobs are not known before it runs; not checked here",
                          master.hydra.sweeper.get("_target_"))
