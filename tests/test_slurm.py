@@ -3,8 +3,9 @@
 hydra/launcher=slurm_gpu as a user runs it (its --gpus-per-node=1 line scheduled on the placeholder
 GPUs, device=cpu), with preemptions (`scontrol requeue`, and a higher-priority job in the `grace`
 partition's GraceTime), time limits, `scancel`, holds and kills done to the jobs by SLURM itself.
-(end_grace_s=5: this filesystem is local, no NFS attribute caching to wait out.) Skipped with one line where SLURM is absent; CI (ATTNBENCH_REQUIRE_SLURM=1,
-set by .ci/run) fails instead. Sizes are tiny; each test waits on events, not on fixed sleeps.
+Skipped with one line where SLURM is absent; CI (ATTNBENCH_REQUIRE_SLURM=1, set by .ci/run) fails
+instead. Sizes are tiny; each test waits on events, not on fixed sleeps. end_grace_s=5: this
+filesystem is local, there is no NFS attribute caching to wait out.
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ SCRIPT = ROOT / "benchmarks" / "slurm" / "local_cluster.sh"
 HOW = ("SLURM tests skipped: no local SLURM here (as root: apt-get install slurm-wlm munge, then "
        "bash benchmarks/slurm/local_cluster.sh start; or export SLURM_CONF of a running test cluster)")
 LAUNCH = ["hydra/launcher=slurm_gpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-          "hydra.launcher.poll_s=1", "hydra.launcher.end_grace_s=5", "device=cpu", "device.threads=1", "logger=none", "stages=[train]", "train.batch_size=8",
-          "train.eval_batches=1", "train.log_every=1"]
+          "hydra.launcher.poll_s=1", "hydra.launcher.end_grace_s=5", "device=cpu", "device.threads=1", "logger=none",
+          "stages=[train]", "train.batch_size=8", "train.eval_batches=1", "train.log_every=1"]
 
 pytestmark = pytest.mark.slow
 

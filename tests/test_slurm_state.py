@@ -307,3 +307,13 @@ def test_bad_wait_bounds_are_one_line(key, value, allowed):
     assert str(exc.value) == f"hydra.launcher.{key}={shown}: must be {allowed}"
     WaitBounds.check_launcher({"max_wait_h": None})  # no bound is allowed
     WaitBounds.check_launcher({"n_jobs": 2})  # another launcher's config: nothing to check
+
+
+def test_a_sweep_with_a_bad_wait_bound_is_refused_before_launch():
+    """The bounds are checked with the sweep (sweep/precheck.py), before anything is submitted."""
+    from attnbench.sweep.precheck import check_sweep_overrides
+
+    slurm = ["hydra/launcher=slurm_gpu", "logger=none", "stages=[bench]", "attn=mha,gqa"]
+    with pytest.raises(ConfigError, match=r"^hydra.launcher.max_wait_h=-1.0: must be a number > 0, or null for no bound$"):
+        check_sweep_overrides([*slurm, "hydra.launcher.max_wait_h=-1"])
+    assert check_sweep_overrides([*slurm, "hydra.launcher.max_wait_h=null", "hydra.launcher.end_grace_s=0"]) == 2

@@ -153,7 +153,8 @@ def after_attempt(run_dir: Path, limits: Limits) -> str:
         return FINISH
     n, limit = counts(record)[kind] + 1, limits.of(kind)
     record["events"].append({"reason": kind, "signal": stopped_by, "step": step, "slurm_state": state,
-                             "why": stop.why, "restart": restart_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                             "why": stop.why, "restart": restart_count(),
+                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if n > limit:
         record["final"] = True
         error = (f"{kind} ({stopped_by}) {n} time{'s' * (n > 1)}, more than hydra.launcher.{LIMIT_KEYS[kind]}={limit} allows: stopped {where}; "

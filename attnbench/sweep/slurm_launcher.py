@@ -18,6 +18,7 @@ squeue. A job's own final status (diverged, oom, interrupted, ...) is never over
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -119,7 +120,8 @@ class SlurmLauncher(_SubmititSlurmLauncher):
         jobs = executor.map_array(self, *zip(*job_params))
         index = {job.job_id: (list(ov), idx) for idx, (job, ov) in enumerate(zip(jobs, job_overrides),
                                                                                start=initial_job_idx)}
-        waited = wait_for_jobs(jobs, self.bounds, lambda jid: self._job_dir(*index[jid], jid)[0], sweep_dir)
+        run_dir_of = functools.cache(lambda jid: self._job_dir(*index[jid], jid)[0])  # composed once per job
+        waited = wait_for_jobs(jobs, self.bounds, run_dir_of, sweep_dir)
         return [self._job_return(job, *index[job.job_id], waited.ended.get(job.job_id))
                 if job.job_id in waited.ended else self._unfinished(job, *index[job.job_id], waited)
                 for job in jobs]
