@@ -281,6 +281,22 @@ def test_a_completed_job_keeps_its_own_final_status(fake, tmp_path):
     assert record_slurm_end(dirs["7_2"], config, ["seed=2"], "7_2", "COMPLETED") == "failed"
 
 
+def test_a_job_that_continues_is_not_ended_by_a_passing_state(fake, tmp_path):
+    """`interrupted` after a continuation (continuations.json, below its bound) may be waiting for SLURM
+    to run it again: only end_grace_s ends its wait; at its bound (`final`) its status ends it at once."""
+    fake.answer("squeue", "9_0|COMPLETED|None")
+    run_dir = tmp_path / "9_0"
+    _results(run_dir, status="interrupted", slurm_job_id="9_0")
+    record = {"slurm_job_id": "9_0", "events": [{"reason": "preempted", "step": 4}]}
+    (run_dir / "continuations.json").write_text(json.dumps(record))
+    dirs = {"9_0": run_dir}
+    waiting = _wait([_job(tmp_path, "9_0")], bounds(poll_s=0.05, end_grace_s=3600, max_wait_h=1 / 3600), dirs, tmp_path)
+    assert waiting.ended == {} and list(waiting.unfinished) == ["9_0"]
+    (run_dir / "continuations.json").write_text(json.dumps({**record, "final": True}))
+    ended = _wait([_job(tmp_path, "9_0")], bounds(poll_s=0.05, end_grace_s=3600), dirs, tmp_path)
+    assert ended.ended == {"9_0": "COMPLETED"}
+
+
 def test_an_interrupted_job_keeps_its_status_and_the_resume_flag(tmp_path):
     """A job that checkpointed and ended `interrupted` (scancel), whose result pickle the launcher does
     not see: its row stays `interrupted`, so the resume command keeps train.resume=true."""
@@ -314,6 +330,7 @@ def test_a_sweep_with_a_bad_wait_bound_is_refused_before_launch():
     from attnbench.sweep.precheck import check_sweep_overrides
 
     slurm = ["hydra/launcher=slurm_gpu", "logger=none", "stages=[bench]", "attn=mha,gqa"]
-    with pytest.raises(ConfigError, match=r"^hydra.launcher.max_wait_h=-1.0: must be a number > 0, or null for no bound$"):
+    refused = r"^hydra.launcher.max_wait_h=-1.0: must be a number > 0, or null for no bound$"
+    with pytest.raises(ConfigError, match=refused):
         check_sweep_overrides([*slurm, "hydra.launcher.max_wait_h=-1"])
     assert check_sweep_overrides([*slurm, "hydra.launcher.max_wait_h=null", "hydra.launcher.end_grace_s=0"]) == 2

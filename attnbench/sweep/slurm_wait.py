@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..errors import ConfigError
 from ..track.results import FINAL_STATUSES, read_results
+from .continuation import STATE_NAME
 from .slurm_state import JobState, SlurmStates
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,19 @@ def _has_ended(jid: str, state: JobState, over_since: dict[str, float], bounds: 
         over_since.pop(jid, None)
         return False
     since = over_since.setdefault(jid, time.monotonic())
-    if own_final_status(run_dir_of(jid), jid) is not None:
+    if time.monotonic() - since > bounds.end_grace_s:
         return True
-    return time.monotonic() - since > bounds.end_grace_s
+    status = own_final_status(run_dir_of(jid), jid)
+    # An attempt that ended `interrupted` after continuing before may be waiting for SLURM to run it
+    # again: a passing state is not taken for its end before end_grace_s.
+    return status is not None and not (status == "interrupted" and _has_continued(run_dir_of(jid), jid))
+
+
+def _has_continued(run_dir: Path, job_id: str) -> bool:
+    """This SLURM job has continued after a stop before (continuations.json, not at its bound)."""
+    record = read_results(Path(run_dir) / STATE_NAME)
+    return isinstance(record, dict) and record.get("slurm_job_id") == job_id and bool(record.get("events")) \
+        and not record.get("final")
 
 
 def _stop_reason(states: SlurmStates, waited_s: float, bounds: WaitBounds) -> Optional[str]:
