@@ -1,9 +1,11 @@
 """Sweeps on a real SLURM: the one-node cluster of benchmarks/slurm/local_cluster.sh (docs/sweeps.md).
 
 hydra/launcher=slurm_gpu as a user runs it (its --gpus-per-node=1 line scheduled on the placeholder
-GPUs, device=cpu), with preemptions (`scontrol requeue`), time limits, `scancel` and kills done to the
-jobs by SLURM itself. Skipped with one line where SLURM is absent; CI (ATTNBENCH_REQUIRE_SLURM=1,
-set by .ci/run) fails instead. Sizes are tiny; each test waits on events, not on fixed sleeps.
+GPUs, device=cpu), with preemptions (`scontrol requeue`, and a higher-priority job in the `grace`
+partition's GraceTime), time limits, `scancel`, holds and kills done to the jobs by SLURM itself.
+Skipped with one line where SLURM is absent; CI (ATTNBENCH_REQUIRE_SLURM=1, set by .ci/run) fails
+instead. Sizes are tiny; each test waits on events, not on fixed sleeps. end_grace_s=5: this
+filesystem is local, there is no NFS attribute caching to wait out.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ SCRIPT = ROOT / "benchmarks" / "slurm" / "local_cluster.sh"
 HOW = ("SLURM tests skipped: no local SLURM here (as root: apt-get install slurm-wlm munge, then "
        "bash benchmarks/slurm/local_cluster.sh start; or export SLURM_CONF of a running test cluster)")
 LAUNCH = ["hydra/launcher=slurm_gpu", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-          "hydra.launcher.poll_s=1", "device=cpu", "device.threads=1", "logger=none", "stages=[train]", "train.batch_size=8",
-          "train.eval_batches=1", "train.log_every=1"]
+          "hydra.launcher.poll_s=1", "hydra.launcher.end_grace_s=5", "device=cpu", "device.threads=1", "logger=none",
+          "stages=[train]", "train.batch_size=8", "train.eval_batches=1", "train.log_every=1"]
 
 pytestmark = pytest.mark.slow
 
@@ -258,4 +260,59 @@ def test_preempted_and_timed_out_jobs_continue_to_the_uninterrupted_result(slurm
     assert results(d[0])["continuations"]["preempted"] == 1 and results(d[0])["train"]["resumed_from_step"]
     assert results(d[1])["continuations"]["timeout"] >= 1 and results(d[1])["train"]["resumed_from_step"]
     assert "4 jobs, 4 ok" in out
+    drain()
+
+
+def test_a_job_preempted_in_its_grace_time_continues(slurm, tmp_path):
+    """The `grace` partition (PreemptMode=REQUEUE, GraceTime=20): a job of the `urgent` partition that
+    needs the whole node preempts the sweep's job. SLURM sends SIGTERM and keeps the job RUNNING for the
+    grace time, with PreemptTime set and Restarts unchanged; a job that exits then ends COMPLETED and is
+    never requeued. The job checkpoints, sees the preemption, requeues itself, and resumes once the
+    urgent job is done: ok, each step once. (On main it ended `interrupted`: "not requeued: cancelled".)"""
+    sweep = tmp_path / "sweep"
+    proc = launch(tmp_path, sweep, "train.steps=300", "train.eval_every=0", "hydra.launcher.partition=grace")
+    d, urgent = sweep / "0", None
+    try:
+        wait_until(lambda: rows(d) >= 20, 180, "the job to train", proc=proc)
+        cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=30).stdout.split()[0]
+        urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-c", cpus, "-o", "/dev/null", "--wrap",
+                                 "sleep 2"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        wait_until(lambda: attempts(d) == 1, 60, "the preemption to be recorded", proc=proc)
+        out = finish(proc, tmp_path, 240)
+    finally:
+        cleanup(proc, sweep)
+        if urgent:
+            subprocess.run(["scancel", urgent], capture_output=True, timeout=30)
+    assert proc.returncode == 0, out
+    res = results(d)
+    assert res["status"] == "ok" and res["train"]["steps"] == 300, res.get("error")
+    assert res["continuations"]["preempted"] == 1 and res["train"]["resumed_from_step"], res["continuations"]
+    (event,) = res["continuations"]["events"]
+    assert event["why"].startswith("preempted in its grace time (PreemptTime=") and event["slurm_state"] == "RUNNING"
+    logged = [json.loads(line)["step"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 301))
+    drain()
+
+
+def test_a_held_job_is_said_held_and_runs_once_released(slurm, tmp_path):
+    """Job 1 waits behind job 0 (array_parallelism=1) and is held (`scontrol hold`, as an admin would).
+    The launcher says it is held, with SLURM's reason, also in its progress line once job 0 has ended,
+    and keeps waiting: once released it runs, and the sweep ends ok. (On main: "PENDING", no progress line.)"""
+    sweep = tmp_path / "sweep"
+    proc = launch(tmp_path, sweep, "seed=0,1", "train.steps=30", "hydra.launcher.array_parallelism=1",
+                  "hydra.launcher.progress_min=0.05")
+    log = tmp_path / "launcher.log"
+    try:
+        job1 = slurm_id(sweep, 1)
+        scontrol("hold", job1)
+        wait_until(lambda: results(sweep / "0").get("status") == "ok", 180, "job 0 to end", proc=proc)
+        line = re.compile(rf"waiting for 1 of 2 jobs after .*: 1 held \({re.escape(job1)}: JobHeldAdmin\)")
+        wait_until(lambda: line.search(log.read_text()), 60, "a progress line naming the held job", proc=proc)
+        scontrol("release", job1)
+        out = finish(proc, tmp_path, 240)
+    finally:
+        cleanup(proc, sweep)
+    assert proc.returncode == 0, out
+    assert f"job {job1}: held (JobHeldAdmin)" in out and results(sweep / "1")["status"] == "ok", out
+    assert "2 jobs, 2 ok" in out
     drain()

@@ -4,7 +4,9 @@ A job stopped by SLURM checkpoints (train/interrupt.py, train/loop.py) and ends 
 `interrupted` with the signal in results.json (`stopped_by`). Then `after_attempt` decides:
 - SIGTERM while SLURM requeues the job (`scontrol requeue`, a preemptible partition; seen as the
   job's `Restarts` counter having moved past this attempt's SLURM_RESTART_COUNT): "preempted".
-  SLURM starts it again by itself;
+  SLURM starts it again by itself. Preempted during the partition's GraceTime (`PreemptTime` set,
+  or an `EndTime` earlier than the time limit gives), or a SIGTERM that `scontrol show job` cannot
+  explain: "preempted" too, and the job requeues itself (slurm_state.classify_stop says why);
 - SIGUSR1 (sbatch --signal, sent signal_delay_s before the time limit) with SLURM not requeueing:
   "timeout". The job requeues itself (`scontrol requeue`, as submitit and Lightning do);
 - any other stop (scancel, Ctrl-C, a SIGTERM at the hard limit): the attempt is the job's end.
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..track.results import read_results, write_json_atomic, write_results
+from .slurm_state import Stop, classify_stop
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +113,10 @@ def scontrol_job(job_id: str) -> dict:
     return dict(re.findall(r"(\w+)=(\S*)", out.splitlines()[0])) if out.strip() else {}
 
 
-def classify(stopped_by: Optional[str], job_id: str) -> tuple[Optional[str], str]:
-    """(kind, SLURM's state): "preempted" (SLURM requeues), "timeout" (the pre-timeout signal) or None."""
-    info = scontrol_job(job_id)
-    state = info.get("JobState", "UNKNOWN")
-    try:
-        requeued = int(info.get("Restarts", "0")) > restart_count()
-    except ValueError:
-        requeued = False
-    if requeued:
-        return "preempted", state
-    if stopped_by == "SIGUSR1":
-        return "timeout", state
-    return None, state
+def classify(stopped_by: Optional[str], job_id: str) -> Stop:
+    """"preempted" (SLURM requeues it, or it was preempted in its grace time), "timeout" (the pre-timeout
+    signal) or None, and whether the job requeues itself (slurm_state.classify_stop)."""
+    return classify_stop(stopped_by, scontrol_job(job_id), restart_count())
 
 
 def requeue(job_id: str) -> Optional[str]:
@@ -179,7 +173,8 @@ def after_attempt(run_dir: Path, limits: Limits) -> str:
     if job_id is None or not isinstance(res, dict) or res.get("status") != "interrupted":
         return FINISH
     stopped_by = res.get("stopped_by") or (res.get("train") or {}).get("stopped_by")
-    kind, state = classify(stopped_by, job_id)
+    stop = classify(stopped_by, job_id)
+    kind, state = stop.kind, stop.state
     record = read_state(run_dir) or {"slurm_job_id": job_id, "events": []}
     step = (res.get("train") or {}).get("steps")
     where = f"at step {step}" if step is not None else "before training finished"
@@ -191,7 +186,8 @@ def after_attempt(run_dir: Path, limits: Limits) -> str:
         return FINISH
     n, limit = counts(record)[kind] + 1, limits.of(kind)
     record["events"].append({"reason": kind, "signal": stopped_by, "step": step, "slurm_state": state,
-                             "restart": restart_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                             "why": stop.why, "restart": restart_count(),
+                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if n > limit:
         record["final"] = True
         error = (f"{kind} ({stopped_by}) {n} time{'s' * (n > 1)}, more than hydra.launcher.{LIMIT_KEYS[kind]}={limit} allows: stopped {where}; "
@@ -199,9 +195,9 @@ def after_attempt(run_dir: Path, limits: Limits) -> str:
         return _save(run_dir, res, record, error, FINISH)
     error = f"{kind} {where} ({stopped_by}); SLURM runs it again from the checkpoint (continuation {n} of {limit})"
     _save(run_dir, res, record, error, CONTINUE)  # before the requeue: SLURM then ends this attempt soon
-    if kind == "timeout" and (err := requeue(job_id)):
+    if stop.requeue_self and (err := requeue(job_id)):
         record["final"] = True
-        return _save(run_dir, res, record, f"timeout {where}: scontrol requeue {job_id} failed ({err}); "
+        return _save(run_dir, res, record, f"{kind} {where} ({stop.why}): scontrol requeue {job_id} failed ({err}); "
                      "re-run the sweep with the command below to continue from the checkpoint", FINISH)
     return CONTINUE
 

@@ -53,6 +53,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
     from ..config import check_group_overrides, conf_dir, one_line_error
     from .plan import refuse_busy_directory
     from .plugins import register_launchers
+    from .slurm_wait import WaitBounds
 
     check_group_overrides(overrides)
     register_launchers()  # hydra/launcher=slurm_gpu composes only once its base config is stored
@@ -62,6 +63,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
             hydra = GlobalHydra.instance().hydra
             master = _master_config(hydra, overrides, one_line_error)
             refuse_busy_directory(master)  # before anything else: SLURM may still run jobs in that directory
+            WaitBounds.check_launcher(master.hydra.get("launcher"))  # the SLURM launcher's wait bounds
             if "BasicSweeper" not in str(master.hydra.sweeper.get("_target_", "")):
                 log.info("hydra.sweeper=%s: its jobs are not known before it runs; not checked here",
                          master.hydra.sweeper.get("_target_"))

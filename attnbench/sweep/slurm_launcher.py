@@ -12,14 +12,16 @@ pickle of each job. Three things go wrong on a real SLURM (docs/sweeps.md), fixe
 - a job that SLURM ended without a result (scancel, node failure, out of memory, SIGKILL) raised
   in the launcher and took the summary down. Here it becomes a row with SLURM's state.
 The bounds are `hydra.launcher.max_num_timeout` (time limits, default 3) and `max_num_requeue`
-(preemptions and requeues, default 3); `poll_s` is how often the launcher looks.
+(preemptions and requeues, default 3). The wait itself (slurm_wait.py) looks every `poll_s`, says
+where it stands every `progress_min`, and ends after `max_wait_h` or `squeue_fail_min` of failing
+squeue. A job's own final status (diverged, oom, interrupted, ...) is never overwritten.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -34,11 +36,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..track.results import FINAL_STATUSES, read_results, write_results
 from ..train.interrupt import AttemptScope
 from . import continuation
-from .slurm_state import ACTIVE, SlurmStates, row_status
+from .slurm_state import row_status
+from .slurm_wait import WaitBounds, Waited, own_final_status, wait_for_jobs
 
 log = logging.getLogger(__name__)
-
-GRACE_S = 15.0  # a job that SLURM says ended gets this long for its result pickle (slow shared filesystems)
 
 
 @dataclass
@@ -49,6 +50,10 @@ class AttnbenchSlurmConf(SlurmQueueConf):
     max_num_timeout: int = 3  # continuations after the time limit (submitit's name; its default is 0 in Hydra)
     max_num_requeue: int = 3  # continuations after a preemption or `scontrol requeue`
     poll_s: float = 10.0  # seconds between two looks at squeue and the result files
+    end_grace_s: float = 120.0  # a job SLURM says ended gets this long for its files to appear (NFS caching)
+    max_wait_h: Optional[float] = 72.0  # the launcher stops waiting after this long (null: never); jobs keep running
+    squeue_fail_min: float = 30.0  # ... or once squeue has failed this long in a row
+    progress_min: float = 10.0  # minutes between two "waiting for N of M jobs" lines
 
 
 def register(target: str) -> None:
@@ -63,7 +68,7 @@ class SlurmLauncher(_SubmititSlurmLauncher):
     def __init__(self, **params: Any) -> None:
         self.limits = continuation.Limits(max_num_timeout=int(params.get("max_num_timeout", 3)),
                                           max_num_requeue=int(params.pop("max_num_requeue", 3)))
-        self.poll_s = float(params.pop("poll_s", 10.0))
+        self.bounds = WaitBounds.pop_from(params)
         super().__init__(**params)
 
     # ------------------------------------------------------------------------- on the compute node
@@ -123,9 +128,18 @@ class SlurmLauncher(_SubmititSlurmLauncher):
             job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*job_params))
         _record_submitted(sweep_dir, self.config, {idx: job.job_id for idx, job in enumerate(jobs, initial_job_idx)})
-        ended = wait_for_jobs(jobs, self.poll_s)
-        return [self._job_return(job, list(ov), idx, ended[job.job_id])
-                for idx, (job, ov) in enumerate(zip(jobs, job_overrides), start=initial_job_idx)]
+        index = {job.job_id: (list(ov), idx) for idx, (job, ov) in enumerate(zip(jobs, job_overrides),
+                                                                               start=initial_job_idx)}
+        run_dir_of = functools.cache(lambda jid: self._job_dir(*index[jid], jid)[0])  # composed once per job
+        waited = wait_for_jobs(jobs, self.bounds, run_dir_of, sweep_dir)
+        return [self._job_return(job, *index[job.job_id], waited.ended.get(job.job_id))
+                if job.job_id in waited.ended else self._unfinished(job, *index[job.job_id], waited)
+                for job in jobs]
+
+    def _unfinished(self, job: Any, overrides: list[str], idx: int, waited: Waited) -> JobReturn:
+        """A job the launcher stopped waiting for: SLURM still has it, so its files are left to it."""
+        state = waited.unfinished[job.job_id]
+        return _job_return(overrides, "held" if state.held else "running", self._job_dir(overrides, idx, job.job_id)[0])
 
     def _job_return(self, job: Any, overrides: list[str], idx: int, state: Optional[str]) -> JobReturn:
         """The job's own JobReturn, or one for a job that SLURM ended without a result."""
@@ -169,34 +183,6 @@ def _job_return(overrides: Sequence[str], status: str, run_dir: Path) -> JobRetu
     return ret
 
 
-def wait_for_jobs(jobs: Sequence[Any], poll_s: float) -> dict[str, Optional[str]]:
-    """Wait until each job has written its result (-> None) or SLURM has ended it without one
-    (-> its SLURM state). A requeued job is waited for: it has no result until its last attempt."""
-    states, pending = SlurmStates(), {j.job_id: j for j in jobs}
-    ended: dict[str, Optional[str]] = {}
-    seen: dict[str, str] = {}
-    over_since: dict[str, float] = {}
-    while pending:
-        for jid in [j for j, job in pending.items() if job.paths.result_pickle.exists()]:
-            log.info("job %s: ended (its result is written)", jid)
-            ended[jid] = None
-            del pending[jid]
-        now = states.query(pending) if pending else {}
-        for jid in list(pending) if now is not None else []:  # None: squeue failed, nothing learnt
-            state = now.get(jid, "UNKNOWN")
-            if seen.get(jid) != state:
-                log.info("job %s: %s", jid, state)
-                seen[jid] = state
-            if state in ACTIVE:
-                over_since.pop(jid, None)
-            elif time.monotonic() - over_since.setdefault(jid, time.monotonic()) > GRACE_S:
-                ended[jid] = state
-                del pending[jid]
-        if pending:
-            time.sleep(poll_s)
-    return ended
-
-
 def record_slurm_end(run_dir: Path, config: DictConfig, overrides: Sequence[str], job_id: str, state: str) -> str:
     """Give a job that SLURM ended without a result (scancel, node failure, OOM kill) a non-ok results.json
     with SLURM's state, keeping whatever this launch's job wrote; returns the status. The record carries
@@ -206,6 +192,8 @@ def record_slurm_end(run_dir: Path, config: DictConfig, overrides: Sequence[str]
     status = row_status(state)
     launch_id, blank = OmegaConf.select(config, "launch_id"), _blank_results(config)
     res = read_results(run_dir / "results.json")
+    if (own := own_final_status(run_dir, job_id)) is not None:  # its own word (diverged, oom, ...) stands
+        return own
     if isinstance(res, dict) and launch_id and res.get("launch_id") != launch_id and not (
             res.get("status") == "ok" and OmegaConf.select(config, "resume")
             and res.get("config_hash") == blank.get("config_hash")):  # reusable: this launch's job would skip it

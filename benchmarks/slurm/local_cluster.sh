@@ -26,6 +26,7 @@ set -euo pipefail
 DIR=${ATTNBENCH_SLURM_DIR:-/tmp/attnbench-slurm}
 CONF=$DIR/slurm.conf
 PORT=${ATTNBENCH_SLURM_PORT:-6817}   # slurmctld; slurmd listens on PORT+1
+GRACE_S=${ATTNBENCH_SLURM_GRACE_S:-20}   # the `grace` partition's GraceTime
 export SLURM_CONF=$CONF
 MUNGE_SOCKET=$DIR/munge/munge.socket.2
 
@@ -90,7 +91,11 @@ AccountingStorageType=accounting_storage/none
 ReturnToService=2
 GresTypes=gpu
 $node NodeAddr=127.0.0.1 Gres=gpu:$gpus State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=OFF
+PartitionName=grace Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=$GRACE_S
+PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
   # One placeholder "device" per CPU, so that as many 1-GPU jobs run at once as the CPUs allow.
   mkdir -p "$DIR/dev"
@@ -128,10 +133,16 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...
 
 start() {
   need_binaries
-  if alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" && node_idle; then
-    say "already running"; echo "export SLURM_CONF=$CONF"; return
-  fi
+  local before
+  before=$(cat "$CONF" 2>/dev/null || true)
   write_conf
+  if alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" && node_idle; then
+    if [ "$before" = "$(cat "$CONF")" ]; then
+      say "already running"; echo "export SLURM_CONF=$CONF"; return
+    fi
+    say "slurm.conf changed (an older checkout started this cluster): restarting it"
+    stop_daemons
+  fi
   start_munge
   wait_for 10 "munged start" test -S "$MUNGE_SOCKET"
   alive "$DIR/slurmctld.pid" || /usr/sbin/slurmctld -c -f "$CONF"  # -c: a fresh queue, no jobs of an earlier start
@@ -142,9 +153,9 @@ start() {
   echo "export SLURM_CONF=$CONF"
 }
 
-stop() {
+stop_daemons() {  # stop_daemons [munged]: slurmd and slurmctld (and munged when asked), by their pid files
   local pidfile pid
-  for pidfile in "$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munge/munged.pid"; do
+  for pidfile in "$DIR/slurmd.pid" "$DIR/slurmctld.pid" ${1:+"$DIR/munge/munged.pid"}; do
     pid=$(cat "$pidfile" 2>/dev/null || true)
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
       kill "$pid"
@@ -153,6 +164,10 @@ stop() {
     fi
     rm -f "$pidfile"
   done
+}
+
+stop() {
+  stop_daemons munged
   say "stopped"
 }
 
