@@ -55,7 +55,7 @@ def slurm_ids(sweep_dir: Path) -> list[str]:
 
 def queued(sweep_dir: Path) -> Optional[list[str]]:
     """The folder's SLURM jobs that are still queued or running; None when SLURM cannot be asked now."""
-    from ..sweep.slurm_state import ACTIVE, SlurmStates
+    from ..sweep.slurm_state import SlurmStates
 
     ids = slurm_ids(sweep_dir)
     if not ids:
@@ -63,7 +63,7 @@ def queued(sweep_dir: Path) -> Optional[list[str]]:
     states = SlurmStates().query(ids)
     if states is None:
         return None
-    return [j for j in ids if states.get(j) in ACTIVE]
+    return [j for j in ids if (state := states.get(j)) is not None and state.active]
 
 
 def wait_for_queue(sweep_dir: Path, poll_s: float, say: Callable[[str], None]) -> None:

@@ -29,10 +29,11 @@ from typing import Mapping, Optional
 from ..report.runs import Run, job_set
 from ..track.launch import launcher_alive, read_job_record, read_sweep_record
 from ..track.results import FINAL_STATUSES
-from .slurm_state import ACTIVE, SlurmStates
+from .slurm_state import JobState, SlurmStates
 
-PENDING, MISSING, RUNNING = "pending", "missing", "running"
-NOT_FINAL = (PENDING, RUNNING)  # SLURM or the launcher still has the job: its status will change
+PENDING, MISSING, RUNNING, HELD = "pending", "missing", "running", "held"
+# held: SLURM keeps the job until `scontrol release` (slurm_state.JobState.held)
+NOT_FINAL = (PENDING, RUNNING, HELD)  # SLURM or the launcher still has the job: its status will change
 ON_NODE = frozenset({"RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING"})
 
 
@@ -43,7 +44,7 @@ class LaunchJob:
     num: Optional[int]  # its number in the launch (None: counted from its directory, no job list)
     dir: Path
     overrides: tuple[str, ...]
-    status: str  # ok, pending, missing, running, interrupted, failed, diverged, oom, unreadable
+    status: str  # ok, pending, missing, running, held, interrupted, failed, diverged, oom, unreadable
     error: Optional[str] = None
     reused: bool = False  # ok: a result an earlier launch wrote, which this launch's job reuses
     started: bool = True  # this launch started it (pending and missing jobs did not)
@@ -83,16 +84,21 @@ class LaunchJobs:
 class _Ask:
     """What is known about who still runs jobs: SLURM's states and the launching process."""
 
-    states: Mapping[str, str]
+    states: Mapping[str, JobState]
     slurm_error: Optional[str]
     launcher: Optional[Mapping]
     alive: Optional[bool]
     ended: bool = False  # the launcher asks about its own launch, after every job returned
 
-    def listed(self, jid: Optional[str]) -> Optional[str]:
+    def listed(self, jid: Optional[str]) -> Optional[JobState]:
         """SLURM's state of `jid` when SLURM still has the job (it runs, waits or will run again)."""
         state = self.states.get(jid) if jid else None
-        return state if state in ACTIVE else None
+        return state if state is not None and state.active else None
+
+    def said(self, jid: Optional[str]) -> Optional[str]:
+        """What SLURM said of `jid` (state and reason), or None when it does not list it."""
+        state = self.states.get(jid) if jid else None
+        return state.label if state is not None else None
 
     def launcher_line(self) -> str:
         launcher = self.launcher or {}
@@ -142,7 +148,7 @@ def _ask(entries: list, ids: Mapping[str, str], launcher: Optional[Mapping], lid
         if res.get("status") == "ok" and res.get("launch_id") == lid:
             continue  # this launch's job ended ok: nothing to ask
         wanted |= {str(j) for j in (ids.get(str(num)), res.get("slurm_job_id")) if j}
-    states: dict[str, str] = {}
+    states: dict[str, JobState] = {}
     error = None
     if wanted and shutil.which("squeue"):
         got = SlurmStates().query(sorted(wanted))
@@ -191,8 +197,9 @@ def _own(job: LaunchJob, res: Mapping, rec: Optional[Mapping], ask: _Ask) -> Lau
     if job.status not in (*FINAL_STATUSES, "unreadable"):
         return _unfinished(job, job.error or f"job ended with status {job.status}", ask)
     if job.status == "interrupted" and (state := ask.listed(job.slurm_job_id)):
-        return _replace(job, status=RUNNING, slurm_state=state,
-                        error=f"SLURM job {job.slurm_job_id} is {state}: it runs again (its last attempt: {job.error})")
+        return _replace(job, status=HELD if state.held else RUNNING, slurm_state=state.label,
+                        error=f"SLURM job {job.slurm_job_id} is {state.label}: it runs again"
+                        f"{' once released' if state.held else ''} (its last attempt: {job.error})")
     return job
 
 
@@ -205,13 +212,13 @@ def job_reused(rec: Optional[Mapping], res: Mapping) -> bool:
 def _unfinished(job: LaunchJob, why: str, ask: _Ask) -> LaunchJob:
     """A job this launch started that has no final result: still running, or died."""
     if state := ask.listed(job.slurm_job_id):
-        return _replace(job, status=RUNNING, slurm_state=state, error=f"SLURM job {job.slurm_job_id} is {state}: "
-                        "not ended yet")
+        return _replace(job, status=HELD if state.held else RUNNING, slurm_state=state.label,
+                        error=f"SLURM job {job.slurm_job_id} is {state.label}: not ended yet")
     if job.slurm_job_id and ask.slurm_error:
         return _replace(job, status=RUNNING, error=f"{why} ({ask.slurm_error} {job.slurm_job_id})")
     if not job.slurm_job_id and ask.alive:
         return _replace(job, status=RUNNING, error=f"not ended yet: {ask.launcher_line()} still runs")
-    where = (f"SLURM job {job.slurm_job_id}: {ask.states.get(job.slurm_job_id) or 'no longer listed'}"
+    where = (f"SLURM job {job.slurm_job_id}: {ask.said(job.slurm_job_id) or 'no longer listed'}"
              if job.slurm_job_id else f"{ask.launcher_line()} is gone" if ask.alive is False else "")
     return _replace(job, status="failed", error=why + (f" ({where})" if where else ""))
 
@@ -222,17 +229,17 @@ def _never_started(job: LaunchJob, res: Mapping, submitted: Optional[str], ask: 
         if res.get("launch_id") else ""
     base = _replace(job, started=False, trusted=False, slurm_job_id=submitted, error=None)
     if state := ask.listed(submitted):
-        if state in ON_NODE:  # SLURM started it, and it has not recorded itself yet
-            return _replace(base, status=RUNNING, slurm_state=state, error=f"SLURM job {submitted} is {state}: "
-                            f"starting, not recorded yet{left}")
-        return _replace(base, status=PENDING, slurm_state=state, error=f"SLURM job {submitted} is {state}: "
-                        f"not started yet{left}")
+        if state.state in ON_NODE:  # SLURM started it, and it has not recorded itself yet
+            return _replace(base, status=RUNNING, slurm_state=state.label, error=f"SLURM job {submitted} is "
+                            f"{state.label}: starting, not recorded yet{left}")
+        return _replace(base, status=HELD if state.held else PENDING, slurm_state=state.label,
+                        error=f"SLURM job {submitted} is {state.label}: not started yet{left}")
     if submitted and ask.slurm_error:
         return _replace(base, status=PENDING, error=f"not started; {ask.slurm_error} {submitted}{left}")
     if ask.alive:
         return _replace(base, status=PENDING, error=f"not started yet: {ask.launcher_line()} still runs{left}")
     if submitted:
-        state = ask.states.get(submitted)
+        state = ask.said(submitted)
         why = f"SLURM job {submitted} ended as {state}" if state else f"SLURM no longer lists job {submitted}"
     elif ask.ended:
         why = "the launcher returned without starting it"
@@ -240,7 +247,7 @@ def _never_started(job: LaunchJob, res: Mapping, submitted: Optional[str], ask: 
         why = f"{ask.launcher_line()} is gone"
     else:
         why = "no SLURM id recorded, and its launcher runs elsewhere or was not recorded"
-    return _replace(base, status=MISSING, slurm_state=ask.states.get(submitted or ""),
+    return _replace(base, status=MISSING, slurm_state=ask.said(submitted),
                     error=f"never started: {why}{left}")
 
 
@@ -250,4 +257,4 @@ def _replace(job: LaunchJob, **changes: object) -> LaunchJob:
     return replace(job, **changes)
 
 
-__all__ = ["LaunchJob", "LaunchJobs", "MISSING", "NOT_FINAL", "PENDING", "RUNNING", "job_reused", "judge", "launch_jobs"]
+__all__ = ["HELD", "LaunchJob", "LaunchJobs", "MISSING", "NOT_FINAL", "PENDING", "RUNNING", "job_reused", "judge", "launch_jobs"]

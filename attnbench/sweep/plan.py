@@ -86,7 +86,7 @@ def refuse_busy_directory(master: DictConfig) -> None:
 def busy_jobs(sweep_dir: Path) -> list[str]:
     """The jobs of `sweep_dir` that SLURM or their launcher still has, each as "job <n> (<SLURM id> <state>)"."""
     from .jobs import launch_jobs
-    from .slurm_state import ACTIVE, SlurmStates
+    from .slurm_state import SlurmStates
 
     launch = launch_jobs(sweep_dir)
     out = []
@@ -99,7 +99,7 @@ def busy_jobs(sweep_dir: Path) -> list[str]:
     # guard existed, or the latest launch left them out of its grid) write here too.
     older = {str(r.res["slurm_job_id"]): r for r in launch.earlier if r.res.get("slurm_job_id") and not r.ok}
     states = (SlurmStates().query(sorted(older)) or {}) if older else {}
-    out += [f"job {older[j].dir.name} of an earlier launch (SLURM {j} {s})" for j, s in states.items() if s in ACTIVE]
+    out += [f"job {older[j].dir.name} of an earlier launch (SLURM {j} {s.label})" for j, s in states.items() if s.active]
     return out
 
 
