@@ -83,11 +83,15 @@ class LaunchJobs:
 class _Ask:
     """What is known about who still runs jobs: SLURM's states and the launching process."""
 
-    states: Mapping[str, str]
+    states: Mapping[str, str]  # SLURM's state of each job id it lists
     slurm_error: Optional[str]
     launcher: Optional[Mapping]
     alive: Optional[bool]
     ended: bool = False  # the launcher asks about its own launch, after every job returned
+    labels: Mapping[str, str] = field(default_factory=dict)  # what to say: "held (JobHeldUser)", "RUNNING"
+
+    def say(self, jid: Optional[str]) -> str:
+        return self.labels.get(jid or "") or self.states.get(jid or "") or ""
 
     def listed(self, jid: Optional[str]) -> Optional[str]:
         """SLURM's state of `jid` when SLURM still has the job (it runs, waits or will run again)."""
@@ -142,15 +146,12 @@ def _ask(entries: list, ids: Mapping[str, str], launcher: Optional[Mapping], lid
         if res.get("status") == "ok" and res.get("launch_id") == lid:
             continue  # this launch's job ended ok: nothing to ask
         wanted |= {str(j) for j in (ids.get(str(num)), res.get("slurm_job_id")) if j}
-    states: dict[str, str] = {}
-    error = None
-    if wanted and shutil.which("squeue"):
-        got = SlurmStates().query(sorted(wanted))
-        if got is None:
-            error = "squeue failed: cannot tell whether SLURM still has the jobs"
-        else:
-            states = got
-    return _Ask(states, error, launcher, launcher_alive(launcher))
+    got = SlurmStates().query(sorted(wanted)) if wanted and shutil.which("squeue") else {}
+    error = "squeue failed: cannot tell whether SLURM still has the jobs" if got is None else None
+    # A state is a string, or an object with `.state` and a `.label` that names a hold and its reason.
+    states = {j: str(getattr(v, "state", v)) for j, v in (got or {}).items()}
+    labels = {j: str(getattr(v, "label", v)) for j, v in (got or {}).items()}
+    return _Ask(states, error, launcher, launcher_alive(launcher), labels=labels)
 
 
 # ----------------------------------------------------------------------------- one job
@@ -192,7 +193,8 @@ def _own(job: LaunchJob, res: Mapping, rec: Optional[Mapping], ask: _Ask) -> Lau
         return _unfinished(job, job.error or f"job ended with status {job.status}", ask)
     if job.status == "interrupted" and (state := ask.listed(job.slurm_job_id)):
         return _replace(job, status=RUNNING, slurm_state=state,
-                        error=f"SLURM job {job.slurm_job_id} is {state}: it runs again (its last attempt: {job.error})")
+                        error=f"SLURM job {job.slurm_job_id} is {ask.say(job.slurm_job_id)}: it runs again "
+                        f"(its last attempt: {job.error})")
     return job
 
 
@@ -205,13 +207,13 @@ def job_reused(rec: Optional[Mapping], res: Mapping) -> bool:
 def _unfinished(job: LaunchJob, why: str, ask: _Ask) -> LaunchJob:
     """A job this launch started that has no final result: still running, or died."""
     if state := ask.listed(job.slurm_job_id):
-        return _replace(job, status=RUNNING, slurm_state=state, error=f"SLURM job {job.slurm_job_id} is {state}: "
-                        "not ended yet")
+        return _replace(job, status=RUNNING, slurm_state=state, error=f"SLURM job {job.slurm_job_id} is "
+                        f"{ask.say(job.slurm_job_id)}: not ended yet")
     if job.slurm_job_id and ask.slurm_error:
         return _replace(job, status=RUNNING, error=f"{why} ({ask.slurm_error} {job.slurm_job_id})")
     if not job.slurm_job_id and ask.alive:
         return _replace(job, status=RUNNING, error=f"not ended yet: {ask.launcher_line()} still runs")
-    where = (f"SLURM job {job.slurm_job_id}: {ask.states.get(job.slurm_job_id) or 'no longer listed'}"
+    where = (f"SLURM job {job.slurm_job_id}: {ask.say(job.slurm_job_id) or 'no longer listed'}"
              if job.slurm_job_id else f"{ask.launcher_line()} is gone" if ask.alive is False else "")
     return _replace(job, status="failed", error=why + (f" ({where})" if where else ""))
 
@@ -223,16 +225,16 @@ def _never_started(job: LaunchJob, res: Mapping, submitted: Optional[str], ask: 
     base = _replace(job, started=False, trusted=False, slurm_job_id=submitted, error=None)
     if state := ask.listed(submitted):
         if state in ON_NODE:  # SLURM started it, and it has not recorded itself yet
-            return _replace(base, status=RUNNING, slurm_state=state, error=f"SLURM job {submitted} is {state}: "
-                            f"starting, not recorded yet{left}")
-        return _replace(base, status=PENDING, slurm_state=state, error=f"SLURM job {submitted} is {state}: "
+            return _replace(base, status=RUNNING, slurm_state=state, error=f"SLURM job {submitted} is "
+                            f"{ask.say(submitted)}: starting, not recorded yet{left}")
+        return _replace(base, status=PENDING, slurm_state=state, error=f"SLURM job {submitted} is {ask.say(submitted)}: "
                         f"not started yet{left}")
     if submitted and ask.slurm_error:
         return _replace(base, status=PENDING, error=f"not started; {ask.slurm_error} {submitted}{left}")
     if ask.alive:
         return _replace(base, status=PENDING, error=f"not started yet: {ask.launcher_line()} still runs{left}")
     if submitted:
-        state = ask.states.get(submitted)
+        state = ask.say(submitted)
         why = f"SLURM job {submitted} ended as {state}" if state else f"SLURM no longer lists job {submitted}"
     elif ask.ended:
         why = "the launcher returned without starting it"

@@ -99,6 +99,7 @@ def busy_jobs(sweep_dir: Path) -> list[str]:
     # guard existed, or the latest launch left them out of its grid) write here too.
     older = {str(r.res["slurm_job_id"]): r for r in launch.earlier if r.res.get("slurm_job_id") and not r.ok}
     states = (SlurmStates().query(sorted(older)) or {}) if older else {}
+    states = {j: str(getattr(s, "state", s)) for j, s in states.items()}  # a string, or a state with `.state`
     out += [f"job {older[j].dir.name} of an earlier launch (SLURM {j} {s})" for j, s in states.items() if s in ACTIVE]
     return out
 
