@@ -1,6 +1,6 @@
 """The jobs of a launch and their statuses: what `python -m attnbench.sweep DIR` (and `attnbench.study`) count.
 
-The launching process records every job of its launch in `<sweep dir>/launch.json` before any job
+The launching process records every job of its launch in `<sweep dir>/launch_jobs.json` before any job
 starts (track/launch.py; the job list is the one the precheck composes, sweep/plan.py). So the
 summary lists every job of the launch, whether or not its directory exists, and trusts a job's
 files only where they are this launch's:

@@ -2,7 +2,7 @@
 
 `planned_jobs` is the job list the precheck composes (precheck.sweep_jobs: Hydra's basic sweeper's
 order, so a job's number is its `hydra.job.num`) with each job's directory; SweepCallback writes it
-into `<sweep dir>/launch.json` in `on_multirun_start`, before the sweeper starts or submits any job.
+into `<sweep dir>/launch_jobs.json` in `on_multirun_start`, before the sweeper starts or submits any job.
 `refuse_busy_directory` is the precheck's guard: a launch into a directory whose jobs SLURM still
 runs (or whose launcher still runs) would put two writers into one job directory, so it is refused
 in one line naming them, before anything is submitted.

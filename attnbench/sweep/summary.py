@@ -1,7 +1,7 @@
 """The multirun summary: every job of a sweep's latest launch as one row, as a table, CSV and Markdown.
 
 The jobs and their statuses come from sweep/jobs.py: the launch's own record of its jobs
-(launch.json), each job's files where they are this launch's, and SLURM for jobs it may still
+(launch.json, launch_jobs.json), each job's files where they are this launch's, and SLURM for jobs it may still
 have (`pending`, `missing`, `running`). The figures come from the files the jobs left
 (results.json) through the report's job discovery (report/runs.py), so it works for any launcher, can be rebuilt later
 (`python -m attnbench.sweep SWEEP_DIR`) and never stops on a torn results.json (that job

@@ -4,11 +4,12 @@ A sweep can be launched into the same directory again (resume, a smaller grid), 
 sweep directory is copied around (`cp -r`, `rsync`, `scp -r`), which does not always keep
 file times. So membership of a launch is recorded in the files, never read from their times:
 
-    <sweep dir>/launch.json          {"launch_id", "started", "launcher", "jobs", "slurm_job_ids"}: written
-                                     by the launching process before any job starts
-                                     (SweepCallback.on_multirun_start), replaced by each launch: every
-                                     job of the launch (number, directory, overrides), the launching
-                                     process (host, pid), and the SLURM id of each job once submitted
+    <sweep dir>/launch.json          {"launch_id", "started", "launcher"}: written by the launching process
+                                     before any job starts (SweepCallback.on_multirun_start), replaced by
+                                     each launch; `launcher`: the launching process (host, pid)
+    <sweep dir>/launch_jobs.json     {"launch_id", "jobs", "slurm_job_ids"}: every job of that launch
+                                     (number, directory, overrides), written just before launch.json, and
+                                     the SLURM id of each job once the SLURM launcher submitted it
     <job dir>/.hydra/launch.json     {"launch_id", "started", "config_hash", "resume"}: written by the job
                                      when it starts (SweepCallback.on_job_start), also when resume=true
                                      reuses its result, and by the SLURM launcher for a job SLURM ended
@@ -36,6 +37,7 @@ from .results import write_json_atomic
 log = logging.getLogger(__name__)
 
 SWEEP_RECORD = "launch.json"  # in the sweep directory, next to multirun.yaml
+JOBS_RECORD = "launch_jobs.json"  # the latest launch's job list and SLURM ids, next to it
 JOB_RECORD = Path(".hydra") / "launch.json"  # in each job directory
 
 # Membership of a job in its sweep directory's launches (`membership`).
@@ -50,22 +52,24 @@ def write_sweep_launch(sweep_dir: Path, launch_id: str, jobs: Optional[Sequence[
                        launcher: Optional[Mapping] = None) -> None:
     """The launching process's record: this launch is the directory's latest. `jobs`: every job of the
     launch ({"num", "dir" relative to the sweep directory, "overrides"}), None when not known before
-    the jobs run (a sweeper that picks them as it goes); `launcher`: this process (`this_process()`)."""
+    the jobs run (a sweeper that picks them as it goes); `launcher`: this process (`this_process()`).
+    The job list goes into its own file (JOBS_RECORD), written first: launch.json stays small, since
+    every job's reader reads it (report/runs.py)."""
+    if jobs is not None:
+        write_json_atomic(Path(sweep_dir) / JOBS_RECORD, {"launch_id": launch_id, "jobs": [dict(j) for j in jobs]})
     rec: dict = record(launch_id)
     if launcher is not None:
         rec["launcher"] = dict(launcher)
-    if jobs is not None:
-        rec["jobs"] = [dict(j) for j in jobs]
     write_json_atomic(Path(sweep_dir) / SWEEP_RECORD, rec)
 
 
 def record_submitted(sweep_dir: Path, launch_id: str, slurm_job_ids: Mapping[int, str]) -> None:
-    """Add the SLURM id of each submitted job (by job number) to the launch record, if the record is
-    still `launch_id`'s: the summary asks SLURM about jobs that have not started yet by these ids."""
-    path = Path(sweep_dir) / SWEEP_RECORD
-    rec = read_sweep_record(sweep_dir)
+    """Add the SLURM id of each submitted job (by job number) to the launch's job list, if that is still
+    `launch_id`'s: the summary asks SLURM about jobs that have not started yet by these ids."""
+    path = Path(sweep_dir) / JOBS_RECORD
+    rec = _read(path)
     if rec is None or rec.get("launch_id") != launch_id:
-        log.warning("%s is not launch %s's record; the SLURM ids are not recorded", path, launch_id)
+        log.warning("%s is not launch %s's job list; the SLURM ids are not recorded", path, launch_id)
         return
     ids = rec.get("slurm_job_ids") if isinstance(rec.get("slurm_job_ids"), dict) else {}
     rec["slurm_job_ids"] = {**ids, **{str(num): str(jid) for num, jid in slurm_job_ids.items()}}
@@ -98,8 +102,13 @@ def _read_id(path: Path) -> Optional[str]:
 
 
 def read_sweep_record(sweep_dir: Path) -> Optional[dict]:
-    """The sweep directory's launch.json, or None (absent, torn)."""
-    return _read(Path(sweep_dir) / SWEEP_RECORD)
+    """The sweep directory's launch.json with its launch's job list and SLURM ids ("jobs",
+    "slurm_job_ids", from JOBS_RECORD when that names the same launch), or None (absent, torn)."""
+    rec = _read(Path(sweep_dir) / SWEEP_RECORD)
+    jobs = _read(Path(sweep_dir) / JOBS_RECORD) if rec is not None else None
+    if jobs is not None and jobs.get("launch_id") == rec.get("launch_id"):
+        rec.update({k: jobs[k] for k in ("jobs", "slurm_job_ids") if k in jobs})
+    return rec
 
 
 def read_job_record(job_dir: Path) -> Optional[dict]:
@@ -189,6 +198,6 @@ class Membership:
         return LATEST if self.job_launch == self.sweep_launch else EARLIER
 
 
-__all__ = ["EARLIER", "JOB_RECORD", "LATEST", "Membership", "SWEEP_RECORD", "UNKNOWN", "is_sweep_dir",
+__all__ = ["EARLIER", "JOBS_RECORD", "JOB_RECORD", "LATEST", "Membership", "SWEEP_RECORD", "UNKNOWN", "is_sweep_dir",
            "job_launch", "launcher_alive", "read_job_record", "read_sweep_record", "record", "record_submitted",
            "sweep_launch", "this_process", "write_job_launch", "write_sweep_launch"]
