@@ -145,10 +145,25 @@ class DataConfig:
     sha256: Optional[str] = None
     cache_dir: Optional[str] = None
     tokenizer: str = "char"
-    vocab_size: int = 17  # synthetic: vocabulary (0 = padding; keys and values split the rest)
-    n_pairs: int = 4  # synthetic: key-value pairs per sequence (sequence length = train.seq_len)
-    n_queries: Optional[int] = 16  # synthetic: null = n_pairs
+    # synthetic / mqar / mad: vocabulary (synthetic: 0 = padding; keys and values split the rest); mad: null = MAD's
+    vocab_size: Optional[int] = 17
+    n_pairs: int = 4  # synthetic / mqar: key-value pairs per sequence (sequence length = train.seq_len)
+    n_queries: Optional[int] = 16  # synthetic / mqar: null = n_pairs (mqar: each key once; fewer = a subset)
     val_fraction: float = 0.1
+    power_a: float = 0.01  # mqar: query gaps p(g) ∝ (g+1)^(a-1) (Zoology); 1 = uniform
+    random_non_queries: bool = True  # mqar: random tokens between the queries (Zoology); false = zeros
+    train_pairs: Optional[list] = None  # mqar: training mixture of pair counts (equal shares); null = n_pairs
+    # synthetic / mqar / mad: a fixed training set of this many sequences, read in epochs (train/pool.py);
+    # null = a fresh batch every step (mad: MAD's count for the task); 0 = a fresh batch every step
+    train_examples: Optional[int] = None
+    task: Optional[str] = None  # mad: in_context_recall | fuzzy_in_context_recall | noisy_in_context_recall |
+    #   selective_copying | compression | memorization
+    # mad: null = MAD's default for data.task (train/mad.py: MAD_DEFAULTS)
+    noise_vocab_size: Optional[int] = None
+    frac_noise: Optional[float] = None
+    k_motif_size: Optional[int] = None
+    v_motif_size: Optional[int] = None
+    num_tokens_to_copy: Optional[int] = None
 
 
 @dataclass
