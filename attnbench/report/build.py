@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import plots
+from .mad import write_mad
 from .markdown import figure_name, write_markdown
 from .runs import job_set, name_runs, shorten
 from .tables import bench_rows, csv_row, write_csv
@@ -115,6 +116,8 @@ def build_report(paths: Sequence[Path], out: Optional[Path] = None, replicates: 
     images, note = make_plots(comp, out, legend_limit, legends)
     confirm = confirm_commands(comp, paths, show) if tune else []
     files["report.md"] = write_markdown(out / "report.md", runs, paths, images, comp, note, confirm, launch_notes)
+    if mad_csv := write_mad(runs, out, files["report.md"]):  # data=mad jobs: the task x variant table
+        files["mad.csv"] = mad_csv
     log.info("report: %d runs, %d variants -> %s", len(runs), len(comp.variants), out)
     return Report(runs=runs, files=files, images=images, comparison=comp, legends=legends, legend_note=note,
                   confirm=confirm, launch_notes=launch_notes)
