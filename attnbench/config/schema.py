@@ -127,6 +127,9 @@ class TrainConfig:
     eval_every: int = 250
     eval_batches: int = 8
     eval_seq_lens: list = field(default_factory=list)
+    # val_loss_by_pos: the final validation loss in this many equal buckets of positions, at every
+    # evaluation length (where past the training length a positional scheme breaks); 0 = off
+    pos_buckets: int = 8
     # StreamingLLM's window attention on a model trained without it: val_loss_by_len (train.seq_len and
     # train.eval_seq_lens) evaluated with this sliding window; training and val_loss as configured. null = off
     eval_window: Optional[int] = None
