@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 from . import plots
 from .mad import write_mad
 from .plots_pos import val_loss_by_pos
+from .zoology import write_zoology
 from .markdown import figure_name, write_markdown
 from .runs import job_set, name_runs, shorten
 from .tables import bench_rows, csv_row, write_csv
@@ -122,6 +123,7 @@ def build_report(paths: Sequence[Path], out: Optional[Path] = None, replicates: 
     files["report.md"] = write_markdown(out / "report.md", runs, paths, images, comp, note, confirm, launch_notes)
     if mad_csv := write_mad(runs, out, files["report.md"]):  # data=mad jobs: the task x variant table
         files["mad.csv"] = mad_csv
+    files.update(write_zoology(runs, out, files["report.md"]))  # data=mqar over widths x pairs: two figures
     log.info("report: %d runs, %d variants -> %s", len(runs), len(comp.variants), out)
     return Report(runs=runs, files=files, images=images, comparison=comp, legends=legends, legend_note=note,
                   confirm=confirm, launch_notes=launch_notes)
