@@ -57,20 +57,46 @@ def test_recall_targets_match_the_written_out_reference(task):
         assert (y[x >= ns] == IGNORE).all()
 
 
-def test_fuzzy_recall_motifs_padding_and_probe():
-    V, T = 16, 64
+def _parse_fuzzy(row: list[int], kmax: int = 3, first_value: int = 7) -> list[tuple[tuple, tuple, int]]:
+    """Test sequences, written out: after the padding, keys of kmax key tokens (< 7) then a value of 1..3
+    value tokens (7..14). Returns (key, value, position of the key's last token) per pair."""
+    i = next(j for j, t in enumerate(row) if t != 15)
+    pairs = []
+    while i + kmax < len(row):
+        key = tuple(row[i : i + kmax])
+        j = i + kmax
+        while j < len(row) and row[j] >= first_value:
+            j += 1
+        pairs.append((key, tuple(row[i + kmax : j]), i + kmax - 1))
+        i = j
+    return pairs
+
+
+def test_fuzzy_recall_against_a_parse_of_the_sequence():
+    T = 64
     x, y = _gen("fuzzy_in_context_recall", 64, T)
     xt, yt = _gen("fuzzy_in_context_recall", 8, T, train=True)
-    assert torch.equal(yt[:, :-1], xt[:, 1:])
-    asked = y != IGNORE
-    assert (y[asked] >= 7).all() and (y[asked] < 15).all(), "targets are value tokens (7..14)"
-    assert asked[:, -1].all(), "the final probe's value is always asked"
+    assert torch.equal(yt[:, :-1], xt[:, 1:]), "MAD trains on every next token"
+    probe_seen = 0
     for b in range(64):
-        row = x[b].tolist()
-        n_pad = next(i for i, t in enumerate(row) if t != V - 1)
-        assert all(t == V - 1 for t in row[:n_pad]) and all(t < V - 1 for t in row[n_pad:])
-        probe_v = [int(t) for t, a in zip(y[b], asked[b]) if a][-3:]
-        assert len(probe_v) >= 1
+        row, tgt = x[b].tolist(), y[b].tolist()
+        n_pad = next(i for i, t in enumerate(row) if t != 15)
+        assert all(t == 15 for t in row[:n_pad]) and all(t < 15 for t in row[n_pad:])
+        pairs = _parse_fuzzy(row)
+        first: dict = {}
+        for key, value, at in pairs[:-1]:  # the body; the final probe is checked below
+            assert len(set(key)) == 3 and max(key) < 7, "test keys: 3 distinct key tokens"
+            asked = tgt[at : at + len(value)]
+            if any(t != IGNORE for t in asked):  # asked: the value of the key's first occurrence
+                assert key in first and tuple(asked[: len(value)]) == first[key][: len(value)]
+            first.setdefault(key, value)
+        m = sum(1 for t in tgt[-3:] if t != IGNORE)
+        probe_key = tuple(row[T - m - 2 : T - m + 1])
+        probe_seen += probe_key in {k for k, _, _ in pairs[:-1]}
+        assert tgt[-m - 1] == IGNORE and all(7 <= t < 15 for t in tgt[-m:]), "the final probe's value is asked"
+    # MAD places the probe pair at a random offset below T - 2·(probe length), but stops filling earlier
+    # (T - probe - max motifs), so a late offset leaves it out: its final value cannot be recalled then.
+    assert 40 <= probe_seen < 64
 
 
 def test_selective_copying_layout():

@@ -141,7 +141,9 @@ def _motifs(vocab: range, size: int) -> list[tuple[int, ...]]:
 
 def _fuzzy_one(rng: random.Random, T: int, V: int, kmax: int, vmax: int, train: bool) -> tuple[list, list]:
     """One MAD fuzzy-recall instance (multi-query): pairs of motifs until the sequence is nearly full,
-    the probe pair somewhere among them, the probe again at the end; padding in front to T + 1."""
+    the probe pair somewhere among them, the probe again at the end; padding in front to T + 1.
+    As in MAD, the probe's offset can lie beyond where the filling stops; the probe then appears only
+    at the end and its value cannot be recalled (kept: it is part of MAD's accuracy)."""
     pad, ns = V - 1, V - 1
     key_vocab, val_vocab = range(ns // 2), range(ns // 2, ns)
     k_sizes = list(range(1, kmax + 1)) if train else [kmax]

@@ -19,7 +19,7 @@ always uses data.n_pairs. Batches are a pure function of (seed, step), as in tra
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -112,10 +112,10 @@ class ZoologyMQAR(LMData):
     def describe(self) -> dict:
         return {**super().describe(), "n_pairs": self.n_pairs, "n_queries": self.n_queries,
                 "power_a": self.power_a, "train_pairs": self.train_pairs,
-                "random_non_queries": self.random_non_queries, "chance_acc": 1.0 / (self.vocab_size // 2)}
+                "random_non_queries": self.random_non_queries, "chance_acc": 1.0 / self.n_pairs}
 
 
-def check_mqar(d, seq_len: int) -> None:
+def check_mqar(d: Any, seq_len: int) -> None:
     """One ConfigError line for sizes no MQAR sequence can have (validation and the mixture's counts)."""
     problem = mqar_problem(int(d.vocab_size), int(d.n_pairs), int(d.n_queries or d.n_pairs), seq_len,
                            float(d.power_a))
