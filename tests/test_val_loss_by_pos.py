@@ -64,3 +64,15 @@ def test_off_with_zero_buckets(make_cfg, tmp_path):
                    "train.batch_size=4", "train.steps=2", "train.eval_every=0", "train.eval_batches=1",
                    "train.pos_buckets=0")
     assert run_job(cfg, tmp_path)["train"]["val_loss_by_pos"] == {}
+
+
+def test_logged_to_the_wandb_run(make_cfg, tmp_path):
+    from attnbench.track.wandb_reader import read_run
+
+    cfg = make_cfg("stages=[train]", "device=cpu", "train.seq_len=16", "data.n_pairs=2", "data.n_queries=2",
+                   "train.batch_size=2", "train.steps=2", "train.eval_every=0", "train.eval_batches=1",
+                   "train.pos_buckets=2")
+    res = run_job(cfg, tmp_path)
+    by_pos = res["train"]["val_loss_by_pos"]["16"]
+    assert by_pos["0"] is None and by_pos["8"] is not None  # the 2 queries are in the last 4 tokens
+    assert read_run(tmp_path).summary["train/val_loss_by_pos/16/8"] == pytest.approx(by_pos["8"])
