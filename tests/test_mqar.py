@@ -106,6 +106,12 @@ def test_fixed_pool_reads_epochs_of_the_same_examples():
     assert pool.n_pairs == 4 and pool.describe()["train_examples"] == 10
 
 
+def test_synthetic_takes_a_fixed_set_too(make_cfg):
+    task = attnbench.load_task(make_cfg("stages=[train]", "data.train_examples=8"))
+    assert isinstance(task, FixedPool) and task.examples(64)[0].shape == (8, 64)
+    assert task.describe()["name"] == "synthetic" and task.describe()["train_examples"] == 8
+
+
 def test_load_task_is_public_for_every_data_option(make_cfg, tmp_path):
     f = tmp_path / "t.txt"
     f.write_text("some text for a corpus\n" * 40)

@@ -22,7 +22,8 @@ def _at_least(key: str, value: Any, low: float, integer: bool = True, allow_none
 
 def check_train(tc: Any) -> None:
     for key, low in (("steps", 0), ("batch_size", 1), ("seq_len", 1), ("warmup_steps", 0), ("eval_every", 0),
-                     ("eval_batches", 1), ("log_every", 1), ("checkpoint_every", 0), ("sample_tokens", 0), ("pos_buckets", 0)):
+                     ("eval_batches", 1), ("log_every", 1), ("checkpoint_every", 0), ("sample_tokens", 0),
+                     ("pos_buckets", 0)):
         _at_least(f"train.{key}", tc[key], low)
     for key in ("weight_decay", "grad_clip"):
         _at_least(f"train.{key}", tc[key], 0, integer=False)
