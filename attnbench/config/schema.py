@@ -127,6 +127,9 @@ class TrainConfig:
     eval_every: int = 250
     eval_batches: int = 8
     eval_seq_lens: list = field(default_factory=list)
+    # val_loss_by_pos: the final validation loss in this many equal buckets of positions, at every
+    # evaluation length (where past the training length a positional scheme breaks); 0 = off
+    pos_buckets: int = 8
     # StreamingLLM's window attention on a model trained without it: val_loss_by_len (train.seq_len and
     # train.eval_seq_lens) evaluated with this sliding window; training and val_loss as configured. null = off
     eval_window: Optional[int] = None
@@ -145,10 +148,25 @@ class DataConfig:
     sha256: Optional[str] = None
     cache_dir: Optional[str] = None
     tokenizer: str = "char"
-    vocab_size: int = 17  # synthetic: vocabulary (0 = padding; keys and values split the rest)
-    n_pairs: int = 4  # synthetic: key-value pairs per sequence (sequence length = train.seq_len)
-    n_queries: Optional[int] = 16  # synthetic: null = n_pairs
+    # synthetic / mqar / mad: vocabulary (synthetic: 0 = padding; keys and values split the rest); mad: null = MAD's
+    vocab_size: Optional[int] = 17
+    n_pairs: int = 4  # synthetic / mqar: key-value pairs per sequence (sequence length = train.seq_len)
+    n_queries: Optional[int] = 16  # synthetic / mqar: null = n_pairs (mqar: each key once; fewer = a subset)
     val_fraction: float = 0.1
+    power_a: float = 0.01  # mqar: query gaps p(g) ∝ (g+1)^(a-1) (Zoology); 1 = uniform
+    random_non_queries: bool = True  # mqar: random tokens between the queries (Zoology); false = zeros
+    train_pairs: Optional[list] = None  # mqar: training mixture of pair counts (equal shares); null = n_pairs
+    # synthetic / mqar / mad: a fixed training set of this many sequences, read in epochs (train/pool.py);
+    # null = a fresh batch every step (mad: MAD's count for the task); 0 = a fresh batch every step
+    train_examples: Optional[int] = None
+    task: Optional[str] = None  # mad: in_context_recall | fuzzy_in_context_recall | noisy_in_context_recall |
+    #   selective_copying | compression | memorization
+    # mad: null = MAD's default for data.task (train/mad.py: MAD_DEFAULTS)
+    noise_vocab_size: Optional[int] = None
+    frac_noise: Optional[float] = None
+    k_motif_size: Optional[int] = None
+    v_motif_size: Optional[int] = None
+    num_tokens_to_copy: Optional[int] = None
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from . import ffn, kernels, norm, position  # noqa: F401  (importing a component registers it)
+from . import ffn, ffn_none, kernels, norm, position  # noqa: F401  (importing a component registers it)
 from .gpt import GPT
 from .mechanism import mechanism_of
 

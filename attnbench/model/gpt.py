@@ -26,17 +26,19 @@ if TYPE_CHECKING:
 class Block(nn.Module):
     """Pre-LN: x + f(norm(x)) (GPT-2). Post-LN: norm(x + f(x)) (Vaswani et al. 2017)."""
 
-    def __init__(self, attn: nn.Module, ffn: nn.Module, norm1: nn.Module, norm2: nn.Module, placement: str):
+    def __init__(self, attn: nn.Module, ffn: Optional[nn.Module], norm1: nn.Module, norm2: Optional[nn.Module],
+                 placement: str):
         super().__init__()
-        self.attn, self.ffn, self.norm1, self.norm2 = attn, ffn, norm1, norm2
+        self.attn, self.norm1 = attn, norm1
+        self.ffn, self.norm2 = (ffn, norm2) if ffn is not None else (None, None)  # ffn=none: attention only
         self.pre = placement == "pre"
 
     def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
         if self.pre:
             x = x + self.attn(self.norm1(x), ctx, cache, layer)
-            return x + self.ffn(self.norm2(x))
+            return x if self.ffn is None else x + self.ffn(self.norm2(x))
         x = self.norm1(x + self.attn(x, ctx, cache, layer))
-        return self.norm2(x + self.ffn(x))
+        return x if self.ffn is None else self.norm2(x + self.ffn(x))
 
 
 class GPT(nn.Module):
@@ -72,11 +74,13 @@ class GPT(nn.Module):
                                        softcap=a.softcap, out_bias=bias,
                                        gate=build_gate(cfg, d, spec.n_heads, spec.head_dim), sinks=bool(a.sinks))
 
+        absent = getattr(ffn, "absent", False)  # ffn=none (model/ffn_none.py)
         self.blocks = nn.ModuleList(
             Block(
                 attention(i),
-                ffn(d, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout, approximate=cfg.ffn.approximate, bias=bias),
-                norm(d, cfg.norm.eps), norm(d, cfg.norm.eps), cfg.norm.placement,
+                None if absent else ffn(d, cfg.ffn.mult, cfg.ffn.multiple_of, m.dropout,
+                                        approximate=cfg.ffn.approximate, bias=bias),
+                norm(d, cfg.norm.eps), None if absent else norm(d, cfg.norm.eps), cfg.norm.placement,
             )
             for i in range(spec.n_layers)
         )

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import plots
+from .mad import write_mad
+from .plots_pos import val_loss_by_pos
+from .zoology import write_zoology
 from .markdown import figure_name, write_markdown
 from .runs import job_set, name_runs, shorten
 from .tables import bench_rows, csv_row, write_csv
@@ -16,7 +19,8 @@ from .variants import DEFAULT_REPLICATES, Comparison, group, reported_runs, run_
 log = logging.getLogger(__name__)
 
 PLOTS = {"latency": "latency_vs_seq_len.png", "memory": "memory_vs_seq_len.png", "training": "training_curves.png",
-         "extrapolation": "val_loss_vs_len.png", "pareto": "quality_vs_throughput.png"}
+         "extrapolation": "val_loss_vs_len.png", "pareto": "quality_vs_throughput.png",
+         "by_position": "val_loss_by_pos.png"}
 LEGEND_LIMIT = 12  # beyond this many variants, only the best ones get a colour and a legend entry
 
 
@@ -77,6 +81,8 @@ def make_plots(comp: Comparison, out: Path, legend_limit: int = LEGEND_LIMIT,
         "training": plots.training_curves(series, out / PLOTS["training"], f"training{suffix}", legends=legends),
         "extrapolation": plots.val_loss_by_len(series, out / PLOTS["extrapolation"],
                                                f"validation loss vs evaluation length{suffix}", legends=legends),
+        "by_position": val_loss_by_pos(series, out / PLOTS["by_position"],
+                                       f"validation loss by position{suffix}", legends=legends),
         "pareto": plots.quality_vs_throughput(series, out / PLOTS["pareto"],
                                               f"quality vs throughput (outlined: Pareto front of the means)"
                                               f"{where}{suffix}", legends=legends),
@@ -115,6 +121,9 @@ def build_report(paths: Sequence[Path], out: Optional[Path] = None, replicates: 
     images, note = make_plots(comp, out, legend_limit, legends)
     confirm = confirm_commands(comp, paths, show) if tune else []
     files["report.md"] = write_markdown(out / "report.md", runs, paths, images, comp, note, confirm, launch_notes)
+    if mad_csv := write_mad(runs, out, files["report.md"]):  # data=mad jobs: the task x variant table
+        files["mad.csv"] = mad_csv
+    files.update(write_zoology(runs, out, files["report.md"]))  # data=mqar over widths x pairs: two figures
     log.info("report: %d runs, %d variants -> %s", len(runs), len(comp.variants), out)
     return Report(runs=runs, files=files, images=images, comparison=comp, legends=legends, legend_note=note,
                   confirm=confirm, launch_notes=launch_notes)

@@ -14,7 +14,7 @@ from .variants import Comparison, edge_note, incomplete_text, show
 
 TITLES = {"latency": "Latency vs sequence length", "memory": "Peak memory vs sequence length",
           "training": "Training curves", "extrapolation": "Validation loss vs evaluation length",
-          "pareto": "Quality vs throughput"}
+          "pareto": "Quality vs throughput", "by_position": "Validation loss by position"}
 MAX_JOB_ROWS = 30  # beyond this the per-job table is results.csv's job
 FIGURE_NAMES = {"val_loss": "val loss", "metric": "metric", "train_tokens_per_s": "train tok/s",
                 "forward_median_ms": "forward ms", "train_step_median_ms": "train step ms",

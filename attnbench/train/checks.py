@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .data import DATASETS, TOKENIZERS, check_corpus_length, corpus_tokens
+from .data import DATASETS, GENERATED, TOKENIZERS, check_corpus_length, corpus_tokens
 
 
 def _at_least(key: str, value: Any, low: float, integer: bool = True, allow_none: bool = False) -> None:
@@ -22,7 +22,8 @@ def _at_least(key: str, value: Any, low: float, integer: bool = True, allow_none
 
 def check_train(tc: Any) -> None:
     for key, low in (("steps", 0), ("batch_size", 1), ("seq_len", 1), ("warmup_steps", 0), ("eval_every", 0),
-                     ("eval_batches", 1), ("log_every", 1), ("checkpoint_every", 0), ("sample_tokens", 0)):
+                     ("eval_batches", 1), ("log_every", 1), ("checkpoint_every", 0), ("sample_tokens", 0),
+                     ("pos_buckets", 0)):
         _at_least(f"train.{key}", tc[key], low)
     for key in ("weight_decay", "grad_clip"):
         _at_least(f"train.{key}", tc[key], 0, integer=False)
@@ -44,8 +45,22 @@ def check_data(cfg: Any) -> None:
     d = cfg.data
     if d.name not in DATASETS:
         raise ConfigError(f"data={d.name}: unknown option; choose from [{', '.join(DATASETS)}]")
+    _check_owned_fields(d)
+    if d.name in GENERATED:
+        _at_least("data.train_examples", d.get("train_examples"), 0, allow_none=True)
     if d.name == "synthetic":
         return check_synthetic(cfg)
+    if d.name == "mqar":
+        from .mqar import check_mqar
+
+        return check_mqar(d, int(cfg.train.seq_len))
+    if d.name == "mad":
+        from .mad import mad_problem, mad_sizes
+
+        problem = mad_problem(str(d.task), mad_sizes(d), int(cfg.train.seq_len))
+        if problem:
+            raise ConfigError(problem)
+        return None
     if d.tokenizer not in TOKENIZERS:
         raise ConfigError(f"data.tokenizer={d.tokenizer}: not allowed; choose from [{', '.join(TOKENIZERS)}]")
     if not 0 < d.val_fraction < 1:
@@ -58,6 +73,17 @@ def check_data(cfg: Any) -> None:
         path = Path(d.path).expanduser()
         check_corpus_length(path, corpus_tokens(path, d.tokenizer), d.tokenizer, int(cfg.train.seq_len),
                             float(d.val_fraction))
+
+
+def _check_owned_fields(d: Any) -> None:
+    """A field of another dataset, set here, would do nothing: refused rather than ignored."""
+    if d.get("vocab_size") is None and d.name in ("synthetic", "mqar"):
+        raise ConfigError(f"data.vocab_size=null: data={d.name} needs a vocabulary size (only data=mad has defaults)")
+    owners = {"task": ("mad",), "train_pairs": ("mqar",), "train_examples": GENERATED}
+    for key, names in owners.items():
+        if d.get(key) is not None and d.name not in names:
+            raise ConfigError(f"data.{key}={d.get(key)}: only data={' | '.join(names)} reads it; "
+                              f"leave it null with data={d.name}")
 
 
 def check_synthetic(cfg: Any) -> None:

@@ -23,7 +23,8 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 IGNORE = -100  # F.cross_entropy's default ignore_index
-DATASETS = ("synthetic", "shakespeare", "text")
+DATASETS = ("synthetic", "mqar", "mad", "shakespeare", "text")
+GENERATED = ("synthetic", "mqar", "mad")  # made by a generator (data.train_examples applies), not read from a file
 TOKENIZERS = ("char", "byte")
 _VAL_STREAM = 1  # stream ids keep validation batches disjoint from the training stream
 
@@ -39,7 +40,7 @@ class LMData:
 
     name: str = "base"
     vocab_size: int
-    metric_name: str  # recall_acc | bpc
+    metric_name: str  # recall_acc | acc (accuracy on the supervised positions) | bpc
 
     def train_batch(self, step: int, batch_size: int, seq_len: int) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -240,8 +241,16 @@ def corpus_tokens(path: Path, tokenizer: str) -> int:
 def load_data(cfg: Any) -> LMData:
     """The dataset named by `cfg.data` (downloads Tiny Shakespeare once if needed)."""
     d = cfg.data
-    if d.name == "synthetic":
-        return AssociativeRecall(int(d.vocab_size), int(d.n_pairs), d.n_queries, int(cfg.seed))
+    if d.name in GENERATED:
+        data = _generated(cfg)
+        n = d.get("train_examples")
+        if n is None and d.name == "mad":
+            n = data.default_examples  # MAD's own count for the task
+        if n:  # a fixed training set read in epochs (train/pool.py); 0 or null: a fresh batch every step
+            from .pool import FixedPool
+
+            return FixedPool(data, int(n))
+        return data
     if d.path:
         path = Path(d.path).expanduser()
     else:  # shakespeare without a local copy
@@ -257,6 +266,20 @@ def load_data(cfg: Any) -> LMData:
     # Again here: a downloaded corpus was not there to check at validation time.
     check_corpus_length(path, len(text), d.tokenizer, int(cfg.train.seq_len), float(d.val_fraction))
     return TextData(text, d.tokenizer, float(d.val_fraction), int(cfg.seed), name=d.name)
+
+
+def _generated(cfg: Any) -> LMData:
+    d, seed = cfg.data, int(cfg.seed)
+    if d.name == "synthetic":
+        return AssociativeRecall(int(d.vocab_size), int(d.n_pairs), d.n_queries, seed)
+    if d.name == "mqar":
+        from .mqar import ZoologyMQAR
+
+        return ZoologyMQAR(int(d.vocab_size), int(d.n_pairs), d.n_queries, float(d.power_a), seed,
+                           d.get("train_pairs"), bool(d.random_non_queries))
+    from .mad import MADTask, mad_sizes
+
+    return MADTask(str(d.task), mad_sizes(d), seed)
 
 
 def prepare_data(cfg: Any) -> LMData:

@@ -96,7 +96,8 @@ class Trainer:
         return loss_v, gnorm_v, lr
 
     def validate(self) -> dict:
-        ev = evaluate(self.model, self.val_batches, self.device, self.dtype)
+        ev = evaluate(self.model, self.val_batches, self.device, self.dtype,
+                      pos_buckets=int(self.cfg.train.get("pos_buckets", 0) or 0))  # by_pos: reused at the end
         self.prog.last_val = {"step": self.prog.step, **ev}
         return {"val_loss": ev["loss"], f"val_{self.data.metric_name}": metric_of(self.data, ev)}
 
@@ -254,7 +255,7 @@ def _quality(tr: Trainer, status: str) -> dict:
     """Validation figures; at every length and with a sample only when training finished."""
     data, cfg, p = tr.data, tr.cfg, tr.prog
     out: dict = {"metric_name": data.metric_name, "val_loss": None, "metric": None,
-                 "val_loss_by_len": {}, "metric_by_len": {}, "val_na": {}, "sample": None}
+                 "val_loss_by_len": {}, "metric_by_len": {}, "val_na": {}, "val_loss_by_pos": {}, "sample": None}
     if status == "diverged":
         return out
     if status == "ok":
@@ -262,8 +263,8 @@ def _quality(tr: Trainer, status: str) -> dict:
         if known is None:
             tr.validate()
             known = p.last_val
-        by_len, metric_by_len, na = eval_lengths(tr.model, data, cfg, tr.device, tr.dtype, known)
-        out.update(val_loss_by_len=by_len, metric_by_len=metric_by_len, val_na=na)
+        by_len, metric_by_len, na, by_pos = eval_lengths(tr.model, data, cfg, tr.device, tr.dtype, known)
+        out.update(val_loss_by_len=by_len, metric_by_len=metric_by_len, val_na=na, val_loss_by_pos=by_pos)
         # Finding 10 (Wortsman et al. 2023): the largest attention logit, on the first validation batch
         out["max_attn_logit"] = max_attention_logit(tr.model, tr.val_batches[0][0].to(tr.device))
         # Finding 11 (Qiu et al. 2025): attention on the first token, massive activations, gate values
