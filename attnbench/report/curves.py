@@ -11,6 +11,8 @@ stats.py); where one replicate has the step, the band is the mean itself.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -93,7 +95,8 @@ def _t(dof: np.ndarray) -> np.ndarray:
 
 def variant_curves(sources: Sequence[CurveSource]) -> dict[str, Curve]:
     """Every drawn key of one variant's replicates -> its mean curve (train loss smoothed)."""
-    histories = [as_history(s) for s in sources]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Arrow parses and reads without the GIL
+        histories = list(pool.map(as_history, sources))
     keys = sorted({k for h in histories for k in h.columns if wanted(k)})
     return {k: mean_curve(histories, k, smoothed=k == "train_loss") for k in keys}
 

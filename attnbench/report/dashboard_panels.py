@@ -35,8 +35,8 @@ class Logged:
     config: set = field(default_factory=set)
 
     def add(self, run: Any) -> None:
-        for row in run.history:
-            self.history.update(row)
+        """`run`: a wandb_reader.WandbRun or a wandb_keys.RunKeys (the keys alone, as the dashboard reads them)."""
+        self.history.update(run.history_keys)
         self.summary.update(run.summary)
         self.config.update(run.config)
 

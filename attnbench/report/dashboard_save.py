@@ -49,17 +49,12 @@ def sweep_command(paths: Sequence[Path]) -> str:
 def read_sweep(rep: Any, paths: Sequence[Path], project: Optional[str], entity: Optional[str],
                report_command: str) -> Sweep:
     """The report's variants plus every job's W&B runs; ConfigError when no job has a readable one."""
-    from ..track.wandb_reader import find_run_files, read_run
+    from ..track.wandb_keys import read_keys  # the keys alone, cached per job: a 10,000-job sweep in seconds
     from .wandb_run import _logger_cfg
 
     found: dict[int, list] = {}
     for r in rep.runs:
-        found[id(r)] = []
-        for f in find_run_files(r.dir) if (r.dir / "wandb").is_dir() else []:
-            try:
-                found[id(r)].append(read_run(f))
-            except Exception as exc:  # a torn file leaves that run out, not the dashboard
-                log.warning("%s: cannot read this W&B run (%s); left out of the dashboard", f, exc)
+        found[id(r)] = read_keys(r.dir) if (r.dir / "wandb").is_dir() else []
     groups = list(dict.fromkeys(w.group for ws in found.values() for w in ws if w.group))
     if not groups:
         raise ConfigError("--wandb-dashboard: no job under the paths has a W&B run with a group (logger=none or "

@@ -90,7 +90,7 @@ class Comparison:
 
 # ----------------------------------------------------------------------------- keys and values
 def _drops(key: str, names: Sequence[str]) -> bool:
-    return any(key == n or key.startswith(n + ".") for n in names)
+    return key in names or key.startswith(tuple(n + "." for n in names))  # one C call: ~300 keys x 10,000 jobs
 
 
 def show(v: Any) -> str:

@@ -28,7 +28,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
 BLOCK = 32 * 1024
@@ -54,6 +54,25 @@ def iter_payloads(data: bytes) -> Iterator[bytes]:
         if kind in (FULL, LAST):
             yield b"".join(parts)
             parts = []
+
+
+def frame(payloads: Iterable[bytes]) -> bytes:
+    """A transaction log holding `payloads` (the inverse of iter_payloads; tests and benchmarks write runs)."""
+    out = bytearray(HEADER)
+    for payload in payloads:
+        first, rest = True, payload
+        while True:
+            space = BLOCK - len(out) % BLOCK
+            if space < CHUNK.size:
+                out += bytes(space)
+                continue
+            part, rest = rest[:space - CHUNK.size], rest[space - CHUNK.size:]
+            kind = (FULL if not rest else FIRST) if first else (LAST if not rest else MIDDLE)
+            out += CHUNK.pack(zlib.crc32(bytes([kind]) + part), len(part), kind) + part
+            first = False
+            if not rest:
+                break
+    return bytes(out)
 
 
 def iter_records(path: Path) -> Iterator[Any]:
@@ -87,6 +106,11 @@ class WandbRun:
     history: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     exit_code: Optional[int] = None  # None: the run never finished
+
+    @property
+    def history_keys(self) -> set:
+        """Every key of the history rows (what wandb_keys.RunKeys holds without the rows)."""
+        return {k for row in self.history for k in row}
 
     def column(self, key: str) -> list:
         """One history key over the rows that have it."""
