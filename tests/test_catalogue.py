@@ -88,7 +88,8 @@ def test_wandb_keys_are_where_the_sink_writes_them():
     from attnbench.track.wandb_sink import summary_figures
 
     logged = summary_figures(_results(0))
-    for f in FIGURES:
+    assert [f.name for f in FIGURES if not f.wandb_key] == ["seq_len"]  # the length is in each bench key
+    for f in (f for f in FIGURES if f.wandb_key):
         key = f.wandb_key.format(mode="forward", T=128) if f.per_length else f.wandb_key
         if f is VAL_LOSS_BY_LEN:
             key += "/128"

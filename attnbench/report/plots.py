@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..bench.modes import BENCH_MODES, MODE_TITLES
+from ..track import catalogue
 from .curves import Curve, variant_curves
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def bench_vs_seq_len(series: Sequence[Series], path: Path, key: str, title: str,
         _plain_numbers(ax, "y")
         ax.set_title(MODE_TITLES.get(mode, mode))
         ax.set_xlabel("sequence length T (tokens)")
-        what = "median latency" if key == "median_ms" else "peak memory"
+        what = next(f.title for f in catalogue.BENCH if f.name == key)
         ax.set_ylabel(f"{what} ({unit}{' / token' if mode == 'decode' and key == 'median_ms' else ''})")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)

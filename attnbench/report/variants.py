@@ -22,7 +22,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from ..bench.modes import BENCH_MODES
 from ..errors import ConfigError
+from ..track import catalogue
 from . import stats
 from .format import num
 from .heldout import choose, edge_note, grid_edge, sort_values  # noqa: F401 (edge_note, grid_edge: re-exported)
@@ -31,7 +33,7 @@ from .tables import csv_row
 
 DEFAULT_REPLICATES = ("seed",)
 NOT_FIGURES = ("env_threads",)  # numeric columns of results.csv that describe the machine, not the job
-HIGHER_IS_BETTER = ("tokens_per_s", "mfu", "acc")  # figure-name endings; everything else: lower is better
+HIGHER_IS_BETTER = catalogue.HIGHER_ENDINGS  # figures outside the catalogue: by their name's ending
 
 
 @dataclass
@@ -115,7 +117,7 @@ def lower_is_better(objective: str, runs: Sequence[Run]) -> bool:
             raise ConfigError(f"--objective metric: the jobs measure different metrics ({', '.join(names)}); "
                               "compare them in separate reports or use --objective val_loss")
         name = names[0] if names else "metric"
-    return not name.endswith(HIGHER_IS_BETTER)
+    return catalogue.lower_is_better(name, BENCH_MODES)
 
 
 def numeric_figures(rows: Sequence[dict]) -> list[str]:

@@ -16,12 +16,15 @@ from typing import Any, Optional, Sequence
 
 from ..report.format import fmt, markdown_table, text_table
 from ..report.runs import JobSet, Run, differing_overrides, job_set, largest_ok
+from ..track import catalogue
 from ..track.results import FINAL_STATUSES
 from .slurm_state import unfinished_row
 
-COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
-           "train_tokens_per_s", "val_loss", "metric_name", "metric", "reused", "error", "all_overrides", "dir",
-           "compare_variant")
+# The summary's own figures first (forward_ms/forward_T: the forward bench at its largest T), then its
+# bookkeeping, then every other figure of the catalogue (track/catalogue.py), so that a new one reaches summary.csv.
+OTHER_FIGURES = [f for f in catalogue.FIGURES if f.summary_column and f.summary_column not in catalogue.SUMMARY_FIRST]
+COLUMNS = ("job", "variant", "overrides", "status", *catalogue.SUMMARY_FIRST, "reused", "error", "all_overrides", "dir",
+           "compare_variant", *(f.summary_column for f in OTHER_FIGURES))
 
 
 # ----------------------------------------------------------------------------- collecting
@@ -44,6 +47,7 @@ def job_row(run: Run, sweep_dir: Path) -> dict:
         "metric_name": train.get("metric_name"), "metric": train.get("metric"),
         "reused": reused(run),
         "error": res.get("error"), "all_overrides": " ".join(run.overrides), "dir": str(run.dir),
+        **{f.summary_column: catalogue.value(res, f) for f in OTHER_FIGURES},
     }
 
 

@@ -33,6 +33,7 @@ class Figure:
     per_length: bool = False
     summary: str = ""  # summary.csv column ("" = the results.csv name; None-like "-" = not in the summary)
     csv_name: str = ""  # results.csv column when it is not `name` (train.status -> train_status)
+    in_wandb: bool = True  # False: no W&B summary key of its own (a bench row's length is part of its keys)
 
     @property
     def column(self) -> str:
@@ -40,7 +41,9 @@ class Figure:
 
     @property
     def wandb_key(self) -> str:
-        """The W&B summary key; per-length figures: a template with {mode} and {T}."""
+        """The W&B summary key ("" for none); per-length figures: a template with {mode} and {T}."""
+        if not self.in_wandb:
+            return ""
         if self.per_length:
             return f"bench/{{mode}}/T{{T}}/{self.path[-1]}"
         return "/".join(self.path)
@@ -55,7 +58,8 @@ def _model(name: str, title: str, unit: str, **kw) -> Figure:
 
 
 def _bench(name: str, title: str, unit: str, direction: str) -> Figure:
-    return Figure(name, title, unit, direction, ("bench", name), per_length=True, summary="-")
+    return Figure(name, title, unit, direction, ("bench", name), per_length=True, summary="-",
+                  in_wandb=name != "seq_len")
 
 
 def _train(name: str, title: str, unit: str, direction: str = LOWER, train_prefix: bool = False, **kw) -> Figure:
