@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .wandb_reader import find_run_files, iter_records
+from .wandb_reader import RunIdentity, find_run_files, iter_records
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +27,10 @@ CACHE_FILE = "attnbench-keys.json"  # in <job>/wandb/, beside the run folders (W
 CACHE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class RunKeys:
-    """A W&B run's identity and the top-level keys it logged (history, summary, config)."""
+@dataclass
+class RunKeys(RunIdentity):
+    """A W&B run's identity and the top-level keys it logged (history, summary, config), without values."""
 
-    path: Path
-    run_id: str = ""
-    project: str = ""
-    name: str = ""
-    group: str = ""
-    job_type: str = ""
-    exit_code: Optional[int] = None
     history_keys: frozenset = frozenset()
     summary: frozenset = frozenset()  # summary keys (as `.summary` so that dashboard code reads either kind)
     config: frozenset = frozenset()

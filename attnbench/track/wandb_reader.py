@@ -92,8 +92,8 @@ def has_exit_record(path: Path) -> bool:
 
 
 @dataclass
-class WandbRun:
-    """What a run logged: identity, config (dotted keys as logged), history rows, summary."""
+class RunIdentity:
+    """Which W&B run a `.wandb` file holds, and how it ended."""
 
     path: Path
     run_id: str = ""
@@ -101,11 +101,17 @@ class WandbRun:
     name: str = ""
     group: str = ""
     job_type: str = ""
+    exit_code: Optional[int] = None  # None: the run never finished
+
+
+@dataclass
+class WandbRun(RunIdentity):
+    """What a run logged: identity, config (dotted keys as logged), history rows, summary."""
+
     tags: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
-    exit_code: Optional[int] = None  # None: the run never finished
 
     @property
     def history_keys(self) -> set:
