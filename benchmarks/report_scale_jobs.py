@@ -134,10 +134,10 @@ def fabricate_sweep(source: Path, out: Path, jobs: int, variants: int) -> int:
     return n
 
 
-def timed(cmd: list[str], env: dict) -> Timing:
+def timed(cmd: list[str], env: dict, cwd: Optional[Path] = None) -> Timing:
     """Run `cmd`; its wall time, CPU time (user + system) and peak RSS, from wait4."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode() if proc.stderr else ""
@@ -152,7 +152,8 @@ def _report(sweep: Path, code: Optional[Path] = None, dashboard: bool = False) -
     if code is not None:
         env["PYTHONPATH"] = str(code) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "attnbench.report", str(sweep), "--baseline", "attn=mha", "train.lr=0.001"]
-    return timed(cmd + (["--wandb-dashboard"] if dashboard else []), env)
+    # `python -m` puts the working directory first on sys.path: run another checkout from inside it
+    return timed(cmd + (["--wandb-dashboard"] if dashboard else []), env, cwd=code)
 
 
 def _row(name: str, t: Timing, target: Optional[float], extra: str = "") -> str:
