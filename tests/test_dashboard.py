@@ -331,3 +331,19 @@ def test_a_bench_only_sweep_keeps_only_panels_with_data_and_says_why(tmp_path, c
     sets = {"history": have.history, "summary": have.summary, "config": have.config}
     keys = [k for s in view.sections for p in s.panels for k in _panel_keys(p)]
     assert keys and [k for k in keys if k[1] not in sets[k[0]]] == []
+
+
+def test_jobs_leave_their_wandb_keys_cached(sweep, monkeypatch):
+    """Each job's W&B sink caches its run's key names at close: the dashboard parses no .wandb file."""
+    from attnbench.track import wandb_keys
+
+    def no_scan(path):
+        raise AssertionError(f"{path} parsed although the job cached its keys")
+
+    jobs = [d for d in sweep.iterdir() if d.name.isdigit()]
+    assert jobs and all((d / "wandb" / wandb_keys.CACHE_FILE).is_file() for d in jobs)
+    monkeypatch.setattr(wandb_keys, "scan", no_scan)
+    for d in jobs:
+        cached, full = wandb_keys.read_keys(d)[-1], read_run(find_run_files(d)[-1])
+        assert (cached.run_id, cached.history_keys, cached.summary, cached.config) == \
+            (full.run_id, full.history_keys, set(full.summary), set(full.config))

@@ -7,6 +7,7 @@
     tables.py     results.csv / bench.csv rows
     markdown.py   report.md
     plots.py      the PNG plots
+    curves.py     mean training curves with 95% CI bands, in numpy, one variant's histories at a time
     build.py      collect -> variants -> tables -> plots -> report.md
     wandb_run.py  the optional W&B report run
     dashboard*.py the optional W&B workspace view and report (--wandb-dashboard, --push)

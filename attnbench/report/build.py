@@ -62,7 +62,7 @@ def make_plots(comp: Comparison, out: Path, legend_limit: int = LEGEND_LIMIT,
                 f"by mean {figure_name(comp.objective, comp)}; the others are drawn thin and grey.")
     shorts, common = shorten([v.name for v in shown], [v.label for v in shown])
     series = [plots.Series(label=s, benches=[r.res.get("bench") or [] for r in v.ok_runs],
-                           curves=[r.curve for r in v.ok_runs], trains=[r.train for r in v.ok_runs],
+                           curves=[r.dir for r in v.ok_runs], trains=[r.train for r in v.ok_runs],
                            train_len=((v.ok_runs[0].config.get("train") or {}).get("seq_len")),
                            in_legend=id(v) in best) for v, s in zip(shown, shorts)]
     plots.assign_colors(series)

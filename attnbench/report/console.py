@@ -1,6 +1,7 @@
 """Plain-text rendering of a results dict (the CLI prints it; library code only logs)."""
 from __future__ import annotations
 
+from ..track import catalogue
 from .format import fmt as _fmt
 from .format import peak_mem_cell, text_table
 
@@ -23,8 +24,7 @@ def format_results(res: dict) -> str:
                    f"FLOPs/token: fwd {_fmt(m.get('flops_per_token_fwd'))}, train {_fmt(m.get('flops_per_token_train'))}"
                    f" (T={m.get('flops_seq_len')})")
     if res.get("bench"):
-        cols = ["mode", "batch_size", "seq_len", "status", "median_ms", "p10_ms", "p90_ms", "tokens_per_s",
-                "peak_mem_bytes", "mfu"]
+        cols = ["mode", "batch_size", "seq_len", "status", *(f.name for f in catalogue.BENCH if f.name != "seq_len")]
         e = res.get("env", {})
         out += ["", f"bench on {e.get('device')} ({e.get('device_name')}), torch {e.get('torch')}, "
                     f"{e.get('threads')} threads, {e.get('dtype')}; peak {_fmt(e.get('peak_flops'))} FLOP/s "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..bench.modes import BENCH_MODES
+from ..track import catalogue
 from .markdown import figure_name
 from .runs import differing
 from .variants import Comparison
@@ -17,11 +18,9 @@ from .variants import Comparison
 BAND = dict(aggregate=True, groupby_aggfunc="mean", groupby_rangefunc="stderr")
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]  # matplotlib's tab10, as in the report's PNGs
-TRAIN_KEYS = {"val_loss": "train/val_loss", "train_loss": "train/train_loss", "metric": "train/metric",
-              "train_tokens_per_s": "train/tokens_per_s", "train_steps": "train/steps", "train_tokens": "train/tokens",
-              "train_wall_s": "train/wall_s"}
-MODEL_KEYS = ("params", "non_embedding_params", "flops_per_token_fwd", "flops_per_token_train",
-              "kv_cache_bytes_per_token")
+# results.csv figure -> W&B summary key, from the catalogue (track/catalogue.py)
+TRAIN_KEYS = {f.column: f.wandb_key for f in (*catalogue.TRAIN, *catalogue.PROBES)}
+MODEL_KEYS = tuple(f.column for f in catalogue.MODEL)
 MAX_AXES = 8  # parallel-coordinates columns beyond the objective
 SECTIONS = ("training", "quality", "cost", "trade-off", "axes", "runs")
 
@@ -35,8 +34,8 @@ class Logged:
     config: set = field(default_factory=set)
 
     def add(self, run: Any) -> None:
-        for row in run.history:
-            self.history.update(row)
+        """`run`: a wandb_reader.WandbRun or a wandb_keys.RunKeys (the keys alone, as the dashboard reads them)."""
+        self.history.update(run.history_keys)
         self.summary.update(run.summary)
         self.config.update(run.config)
 

@@ -49,23 +49,17 @@ def sweep_command(paths: Sequence[Path]) -> str:
 def read_sweep(rep: Any, paths: Sequence[Path], project: Optional[str], entity: Optional[str],
                report_command: str) -> Sweep:
     """The report's variants plus every job's W&B runs; ConfigError when no job has a readable one."""
-    from ..track.wandb_reader import find_run_files, read_run
+    from ..track.wandb_keys import read_keys  # the keys alone, cached per job: a 10,000-job sweep in seconds
     from .wandb_run import _logger_cfg
 
     found: dict[int, list] = {}
     guessed = 0
     for r in rep.runs:
-        files = find_run_files(r.dir) if (r.dir / "wandb").is_dir() else []
-        want = r.res.get("wandb_run_id") or (files[-1].stem.removeprefix("run-") if files else None)
-        guessed += bool(files) and not r.res.get("wandb_run_id")
-        found[id(r)] = []
-        for f in files:
-            if f.stem.removeprefix("run-") != want:  # an earlier run in this directory (re-run without resume)
-                continue
-            try:
-                found[id(r)].append(read_run(f))
-            except Exception as exc:  # a torn file leaves that run out, not the dashboard
-                log.warning("%s: cannot read this W&B run (%s); left out of the dashboard", f, exc)
+        keys = read_keys(r.dir) if (r.dir / "wandb").is_dir() else []
+        want = r.res.get("wandb_run_id") or (keys[-1].run_id if keys else None)
+        guessed += bool(keys) and not r.res.get("wandb_run_id")
+        # only the run results.json names: an earlier run in this directory (a re-run without resume) is left out
+        found[id(r)] = [k for k in keys if k.run_id == want]
     if guessed:
         log.warning("%d job(s) have a results.json without wandb_run_id (written before it was recorded): their "
                     "latest W&B run is taken as theirs", guessed)

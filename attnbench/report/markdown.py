@@ -6,6 +6,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ..bench.modes import BENCH_MODES
+from ..track import catalogue
 from .format import fmt_bytes, fmt_num, fmt_pm, markdown_table, md_cell, num, peak_mem_cell
 from .runs import Run, largest_ok
 from .heldout import confirm_note, describe
@@ -16,9 +18,9 @@ TITLES = {"latency": "Latency vs sequence length", "memory": "Peak memory vs seq
           "training": "Training curves", "extrapolation": "Validation loss vs evaluation length",
           "pareto": "Quality vs throughput", "by_position": "Validation loss by position"}
 MAX_JOB_ROWS = 30  # beyond this the per-job table is results.csv's job
-FIGURE_NAMES = {"val_loss": "val loss", "metric": "metric", "train_tokens_per_s": "train tok/s",
-                "forward_median_ms": "forward ms", "train_step_median_ms": "train step ms",
-                "decode_median_ms": "decode ms/token", "prefill_median_ms": "prefill ms"}
+FIGURE_NAMES = {**{f.column: f.title for f in catalogue.FIGURES if not f.per_length},
+                **{f"{m}_median_ms": f"{m.replace('_', ' ')} ms" + ("/token" if m == "decode" else "")
+                   for m in BENCH_MODES}}  # the table's short names of the per-mode latencies
 
 
 def _bench_column(runs: list[Run], mode: str, key: str, name: str, fmt: Callable) -> Optional[tuple]:

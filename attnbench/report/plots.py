@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
 from ..bench.modes import BENCH_MODES, MODE_TITLES
+from ..track import catalogue
+from .curves import Curve, variant_curves
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,8 @@ class Series:
     color: object = None
     marker: str = "o"  # set with the colour by assign_colors, from the variant's place in the full list
     benches: list = field(default_factory=list)  # per replicate: results.json "bench" rows
-    curves: list = field(default_factory=list)  # per replicate: metrics.jsonl rows
+    curves: list = field(default_factory=list)  # per replicate: its job directory (read lazily), a
+    # track.history.History, or metrics.jsonl rows (curves.CurveSource)
     trains: list = field(default_factory=list)  # per replicate: results.json "train" section
     train_len: Optional[int] = None  # train.seq_len of the config
     in_legend: bool = True  # False: drawn grey and thin, left out of the legend (beyond the best k)
@@ -178,91 +183,57 @@ def bench_vs_seq_len(series: Sequence[Series], path: Path, key: str, title: str,
         _plain_numbers(ax, "y")
         ax.set_title(MODE_TITLES.get(mode, mode))
         ax.set_xlabel("sequence length T (tokens)")
-        what = "median latency" if key == "median_ms" else "peak memory"
+        what = next(f.title for f in catalogue.BENCH if f.name == key)
         ax.set_ylabel(f"{what} ({unit}{' / token' if mode == 'decode' and key == 'median_ms' else ''})")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path, len(series), legends)
 
 
-def _smooth(y: list[float], window: int) -> list[float]:
-    out, acc = [], 0.0
-    for i, v in enumerate(y):
-        acc += v
-        if i >= window:
-            acc -= y[i - window]
-        out.append(acc / min(i + 1, window))
-    return out
-
-
-def _xy(rows: list[dict], key: str) -> tuple[list, list]:
-    pts = [(r["step"], r[key]) for r in rows if _fin(r.get("step")) and _fin(r.get(key))]
-    return [p[0] for p in pts], [p[1] for p in pts]
-
-
-def _mean_curve(curves: list, key: str, smooth: bool) -> tuple[list, list, list, list]:
-    """Per step: the mean over replicates of `key` (each replicate smoothed first when long), and the
-    95% CI band (the mean itself where only one replicate has the step)."""
-    per_step: dict[float, list[float]] = {}
-    for rows in curves:
-        x, y = _xy(rows, key)
-        if smooth and len(y) > 50:  # a raw per-step curve is mostly noise: a running mean
-            y = _smooth(y, max(5, len(y) // 25))
-        for a, b in zip(x, y):
-            per_step.setdefault(a, []).append(b)
-    xs, ys, lo, hi = [], [], [], []
-    for step in sorted(per_step):
-        mean, ci = _mean_band(per_step[step])
-        xs.append(step)
-        ys.append(mean)
-        lo.append(mean - (ci or 0.0))
-        hi.append(mean + (ci or 0.0))
-    return xs, ys, lo, hi
-
-
 def training_curves(series: Sequence[Series], path: Path, title: str,
                     legends: Optional[dict] = None) -> Optional[Path]:
     """Train loss (line, smoothed when long) and val loss (markers with 95% CI bars) against step, each the
-    mean over the variant's replicates (train loss with a 95% CI band); the val metric beside it."""
-    series = [s for s in series if any(_xy(c, "train_loss")[0] or _xy(c, "val_loss")[0] for c in s.curves)]
-    if not series:
+    mean over the variant's replicates (train loss with a 95% CI band); the val metric beside it.
+    One variant's histories are read at a time (curves.variant_curves)."""
+    none = Curve(*(np.empty(0),) * 4)
+    drawn = [(s, c) for s in series if (c := variant_curves(s.curves))
+             and (len(c.get("train_loss", none)) or len(c.get("val_loss", none)))]
+    if not drawn:
         return None
-    metric_keys = sorted({k for s in series for c in s.curves for r in c for k in r
-                          if k.startswith("val_") and k != "val_loss"})
+    metric_keys = sorted({k for _, c in drawn for k, cv in c.items() if k.startswith("val_") and k != "val_loss"
+                          and len(cv)})
     fig, axes = _new_figure(1 + bool(metric_keys))
     ax = axes[0]
-    for s in series:
-        x, y, lo, hi = _mean_curve(s.curves, "train_loss", smooth=True)
+    for s, c in drawn:
+        tr, va = c.get("train_loss", none), c.get("val_loss", none)
         lw = 1.5 if s.in_legend else 0.6
-        if y:
-            ax.plot(x, y, color=s.color, label=s.name, lw=lw, zorder=3 if s.in_legend else 2)
+        if len(tr):
+            ax.plot(tr.x, tr.y, color=s.color, label=s.name, lw=lw, zorder=3 if s.in_legend else 2)
             if s.in_legend and len(s.curves) > 1:
-                ax.fill_between(x, lo, hi, color=s.color, alpha=0.2, lw=0)
-        vx, vy, vlo, vhi = _mean_curve(s.curves, "val_loss", smooth=False)
-        if vx:
-            ax.errorbar(vx, vy, yerr=[[m - a for m, a in zip(vy, vlo)], [b - m for m, b in zip(vy, vhi)]],
-                        ls="none", marker=s.marker, color=s.color, ms=6 if s.in_legend else 3, mec="black",
-                        mew=0.5, capsize=2, **({} if y else {"label": s.name}))
+                ax.fill_between(tr.x, tr.lo, tr.hi, color=s.color, alpha=0.2, lw=0)
+        if len(va):
+            ax.errorbar(va.x, va.y, yerr=[va.y - va.lo, va.hi - va.y], ls="none", marker=s.marker, color=s.color,
+                        ms=6 if s.in_legend else 3, mec="black", mew=0.5, capsize=2,
+                        **({} if len(tr) else {"label": s.name}))
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats / token)")
     ax.set_title("train loss (line) and validation loss (markers)")
     ax.grid(True, alpha=0.3)
     if metric_keys:
-        for s in series:
+        for s, c in drawn:
             for key in metric_keys:
-                mx, my, mlo, mhi = _mean_curve(s.curves, key, smooth=False)
-                if not mx:
+                m = c.get(key, none)
+                if not len(m):
                     continue
-                yerr = [[m - a for m, a in zip(my, mlo)], [b - m for m, b in zip(my, mhi)]] \
-                    if s.in_legend and len(s.curves) > 1 else None  # few eval points: bars, not a band
-                axes[1].errorbar(mx, my, yerr=yerr, marker=s.marker, color=s.color, label=s.name,
+                yerr = [m.y - m.lo, m.hi - m.y] if s.in_legend and len(s.curves) > 1 else None  # bars, not a band
+                axes[1].errorbar(m.x, m.y, yerr=yerr, marker=s.marker, color=s.color, label=s.name,
                                  lw=1.2 if s.in_legend else 0.6, ms=5 if s.in_legend else 2, capsize=3)
         axes[1].set_xlabel("step")
         axes[1].set_ylabel(", ".join(k.removeprefix("val_") for k in metric_keys))
         axes[1].set_title("validation metric")
         axes[1].grid(True, alpha=0.3)
     fig.suptitle(title)
-    return _save(fig, path, len(series), legends)
+    return _save(fig, path, len(drawn), legends)
 
 
 def _by_len(s: Series) -> tuple[list[int], list[float], list[float], list[int]]:

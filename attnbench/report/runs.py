@@ -1,7 +1,7 @@
 """The report's and the sweep summary's input: the jobs under some directories, read and named.
 
-A `Run` is one job: its results.json plus what Hydra (.hydra/overrides.yaml) and the
-trainer (metrics.jsonl) left next to it. `collect` is the one job discovery of the
+A `Run` is one job: its results.json plus what Hydra (.hydra/overrides.yaml) left next to it;
+its logged history (metrics.jsonl) is read only where it is drawn, as columns (track/history.py). `collect` is the one job discovery of the
 package (the report and `python -m attnbench.sweep` both use it): a job directory is one
 with a results.json or a .hydra/overrides.yaml. A results.json that cannot be read (torn,
 not a JSON object, sections of the wrong type) becomes a run with status `unreadable` and
@@ -45,7 +45,6 @@ class Run:
     dir: Path
     res: dict
     overrides: list = field(default_factory=list)  # <run dir>/.hydra/overrides.yaml
-    curve: list = field(default_factory=list)  # <run dir>/metrics.jsonl rows
     distinct: str = ""  # the overrides that tell it apart from runs with the same variant name
     label: str = ""  # unique name in the table
     short: str = ""  # legend name: the variant without the parts that every run shares
@@ -117,28 +116,13 @@ def find_results(paths: Sequence[Path]) -> list[Path]:
 def read_overrides(run_dir: Path) -> list[str]:
     import yaml
 
-    try:
-        data = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    try:  # libyaml's loader where PyYAML has it: 10x the pure-Python one, once per job
+        data = yaml.load((run_dir / ".hydra" / "overrides.yaml").read_text(), Loader=loader)
     except (OSError, yaml.YAMLError):
         return []
     return [str(o) for o in data] if isinstance(data, list) else []
-
-
-def read_curve(run_dir: Path) -> list[dict]:
-    """metrics.jsonl rows; a torn or foreign line is skipped, not fatal."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def read_job_results(path: Path) -> tuple[dict, Optional[str]]:
@@ -172,7 +156,7 @@ def load_run(job_dir: Path, sweep_dir: Optional[Path] = None) -> Run:
         log.warning("%s: %s; listed as unreadable", job_dir, why)
         res = {"status": "unreadable", "error": why}
     launch = Membership(sweep_dir, sweep_launch(sweep_dir) if sweep_dir else None, job_launch(job_dir, res))
-    return Run(dir=job_dir, res=res, overrides=read_overrides(job_dir), curve=read_curve(job_dir), launch=launch)
+    return Run(dir=job_dir, res=res, overrides=read_overrides(job_dir), launch=launch)
 
 
 @dataclass
@@ -228,7 +212,8 @@ def _value(v: Any) -> Any:
 def flat_config(config: dict, drop: Sequence[str] = BOOKKEEPING) -> dict[str, Any]:
     """The resolved config with dotted keys and hashable values, minus the `drop` keys (and what is under them)."""
     out = {k: _value(v) for k, v in flatten(config or {}).items()}
-    return {k: v for k, v in out.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
+    under = tuple(d + "." for d in drop)
+    return {k: v for k, v in out.items() if k not in drop and not k.startswith(under)}
 
 
 def differing(dicts: Sequence[dict]) -> list[str]:
@@ -309,4 +294,4 @@ def largest_ok(bench: Optional[list], mode: str, key: str = "median_ms") -> Opti
 
 __all__ = ["BOOKKEEPING", "MISSING", "JobSet", "Run", "collect", "differing", "differing_overrides", "distinguish",
            "find_jobs", "find_results", "flat_config", "job_set", "largest_ok", "load_run", "name_runs", "num",
-           "parse_overrides", "read_curve", "read_job_results", "read_overrides", "shorten"]
+           "parse_overrides", "read_job_results", "read_overrides", "shorten"]

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Optional, Sequence
 
 LEVEL = 0.95
 
 
+@lru_cache(maxsize=4096)  # one scipy call costs ~0.1-1 ms; a report asks for the same few dofs thousands of times
 def t_quantile(dof: float, level: float = LEVEL) -> float:
     """Two-sided Student t quantile, e.g. t_quantile(2) = 4.302652729911275."""
     from scipy.stats import t

@@ -6,27 +6,25 @@ from pathlib import Path
 from typing import Any
 
 from ..bench.modes import BENCH_MODES
+from ..track import catalogue
 from .format import peak_mem
 from .runs import Run, largest_ok
 
-BENCH_FIGURES = ("seq_len", "median_ms", "p10_ms", "p90_ms", "tokens_per_s", "peak_mem_bytes", "mfu")  # <mode>_<figure>
+BENCH_FIGURES = tuple(f.name for f in catalogue.BENCH)  # <mode>_<figure> columns, from the catalogue
+
 
 def csv_row(run: Run) -> dict[str, Any]:
-    """Every figure of a run as flat CSV columns (units in the names)."""
-    res, m, env, tr = run.res, run.res.get("model") or {}, run.res.get("env") or {}, run.train
+    """Every figure of a run as flat CSV columns (units in the names), in the catalogue's order."""
+    res, env, tr = run.res, run.res.get("env") or {}, run.train
     row: dict[str, Any] = {"label": run.label, "variant": run.variant, "distinguishing_overrides": run.distinct,
                            "status": res.get("status"), "error": res.get("error"),
                            "overrides": " ".join(run.overrides), "run_dir": str(run.dir)}
-    row.update({k: m.get(k) for k in ("params", "non_embedding_params", "flops_per_token_fwd",
-                                      "flops_per_token_train", "kv_cache_bytes_per_token", "recurrent_state_bytes")})
+    row.update({f.column: catalogue.value(res, f) for f in catalogue.MODEL})
     for mode in BENCH_MODES:
         row.update(point_figures(mode, largest_ok(res.get("bench"), mode) or {}))
     row["bench_points_not_ok"] = sum(1 for r in res.get("bench") or [] if r.get("status") != "ok")
-    for k in ("status", "steps", "tokens", "wall_s", "tokens_per_s", "train_loss", "val_loss", "metric_name", "metric"):
-        row[f"train_{k}" if k in ("status", "steps", "tokens", "wall_s", "tokens_per_s") else k] = tr.get(k)
-    # probes of the trained model (Findings 10, 11): the report gives each a mean ± CI per variant
-    row.update({k: tr.get(k) for k in ("max_attn_logit", "first_token_attn", "first_token_attn_max", "max_activation",
-                                       "mean_gate")})
+    # the train figures, then the probes of the trained model (Findings 10, 11): each gets a mean ± CI per variant
+    row.update({f.column: catalogue.value(res, f) for f in (*catalogue.TRAIN, *catalogue.PROBES)})
     by_len = tr.get("val_loss_by_len") if isinstance(tr.get("val_loss_by_len"), dict) else {}
     for t, v in sorted(by_len.items(), key=lambda kv: (not str(kv[0]).isdigit(), int(kv[0]) if str(kv[0]).isdigit()
                                                        else 0, str(kv[0]))):

@@ -228,7 +228,7 @@ def _record_job(run_dir: Path, config: DictConfig, overrides: Sequence[str], bla
 
 def _last_step(run_dir: Path) -> Optional[int]:
     """The last step in metrics.jsonl (a job killed mid-training has no train section yet)."""
-    from ..report.runs import read_curve
+    from ..track.history import read_history
 
-    curve = read_curve(run_dir)
-    return curve[-1].get("step") if curve else None
+    steps = read_history(run_dir, want=()).columns["step"]
+    return int(steps[-1]) if len(steps) else None

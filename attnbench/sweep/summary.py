@@ -19,11 +19,15 @@ from typing import Any, Optional, Sequence
 
 from ..report.format import fmt, markdown_table, text_table
 from ..report.runs import JobSet, Run, differing_overrides, largest_ok
+from ..track import catalogue
 from .jobs import LaunchJob, LaunchJobs, launch_jobs
 
-COLUMNS = ("job", "variant", "overrides", "status", "params", "forward_ms", "forward_T",
-           "train_tokens_per_s", "val_loss", "metric_name", "metric", "reused", "error", "all_overrides", "dir",
-           "compare_variant", "num", "started", "trusted", "final", "slurm_job_id", "slurm_state")
+# The summary's own figures first (forward_ms/forward_T: the forward bench at its largest T), then its
+# bookkeeping, then every other figure of the catalogue (track/catalogue.py), so that a new one reaches summary.csv.
+OTHER_FIGURES = [f for f in catalogue.FIGURES if f.summary_column and f.summary_column not in catalogue.SUMMARY_FIRST]
+COLUMNS = ("job", "variant", "overrides", "status", *catalogue.SUMMARY_FIRST, "reused", "error", "all_overrides", "dir",
+           "compare_variant", "num", "started", "trusted", "final", "slurm_job_id", "slurm_state",
+           *(f.summary_column for f in OTHER_FIGURES))
 
 
 # ----------------------------------------------------------------------------- collecting
@@ -43,7 +47,9 @@ def job_row(run: Run, sweep_dir: Path, job: LaunchJob) -> dict:
         "train_tokens_per_s": train.get("tokens_per_s"), "val_loss": train.get("val_loss"),
         "metric_name": train.get("metric_name"), "metric": train.get("metric"),
         "reused": job.reused, "error": job.error, "all_overrides": " ".join(job.overrides), "dir": str(job.dir),
-        "num": job.num, "started": job.started, "trusted": job.trusted, "final": job.final, "slurm_job_id": job.slurm_job_id, "slurm_state": job.slurm_state,
+        "num": job.num, "started": job.started, "trusted": job.trusted, "final": job.final,
+        "slurm_job_id": job.slurm_job_id, "slurm_state": job.slurm_state,
+        **{f.summary_column: catalogue.value(res, f) for f in OTHER_FIGURES},
     }
 
 

@@ -5,4 +5,7 @@
     sinks.py        the Sink protocol, metrics.jsonl, fan-out; `make_sinks(cfg, run_dir)`
     wandb_sink.py   the W&B run of a job
     wandb_reader.py reads an offline .wandb file back (tests, the report)
+    history.py      a job's history as columns (metrics.arrow), read by the report
+    wandb_keys.py   the key names a W&B run logged, cached per job (--wandb-dashboard)
+    catalogue.py    the one list of figures: results.csv columns, titles, units, directions, W&B keys
 """

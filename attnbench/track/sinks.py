@@ -72,7 +72,14 @@ class JsonlSink:
         pass
 
     def close(self, status: str) -> None:
+        """Close metrics.jsonl and write its columnar copy (track/history.py), which the report reads."""
         self._f.close()
+        from .history import convert
+
+        try:
+            convert(self.path.parent)
+        except Exception as exc:  # the copy is a cache: the report rebuilds it from metrics.jsonl
+            log.warning("%s: columnar history not written: %s", self.path.parent, exc)
 
 
 class MultiSink:

@@ -28,7 +28,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
 BLOCK = 32 * 1024
@@ -56,6 +56,25 @@ def iter_payloads(data: bytes) -> Iterator[bytes]:
             parts = []
 
 
+def frame(payloads: Iterable[bytes]) -> bytes:
+    """A transaction log holding `payloads` (the inverse of iter_payloads; tests and benchmarks write runs)."""
+    out = bytearray(HEADER)
+    for payload in payloads:
+        first, rest = True, payload
+        while True:
+            space = BLOCK - len(out) % BLOCK
+            if space < CHUNK.size:
+                out += bytes(space)
+                continue
+            part, rest = rest[:space - CHUNK.size], rest[space - CHUNK.size:]
+            kind = (FULL if not rest else FIRST) if first else (LAST if not rest else MIDDLE)
+            out += CHUNK.pack(zlib.crc32(bytes([kind]) + part), len(part), kind) + part
+            first = False
+            if not rest:
+                break
+    return bytes(out)
+
+
 def iter_records(path: Path) -> Iterator[Any]:
     from wandb.proto import wandb_internal_pb2 as pb
 
@@ -73,8 +92,8 @@ def has_exit_record(path: Path) -> bool:
 
 
 @dataclass
-class WandbRun:
-    """What a run logged: identity, config (dotted keys as logged), history rows, summary."""
+class RunIdentity:
+    """Which W&B run a `.wandb` file holds, and how it ended."""
 
     path: Path
     run_id: str = ""
@@ -82,11 +101,22 @@ class WandbRun:
     name: str = ""
     group: str = ""
     job_type: str = ""
+    exit_code: Optional[int] = None  # None: the run never finished
+
+
+@dataclass
+class WandbRun(RunIdentity):
+    """What a run logged: identity, config (dotted keys as logged), history rows, summary."""
+
     tags: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
-    exit_code: Optional[int] = None  # None: the run never finished
+
+    @property
+    def history_keys(self) -> set:
+        """Every key of the history rows (what wandb_keys.RunKeys holds without the rows)."""
+        return {k for row in self.history for k in row}
 
     def column(self, key: str) -> list:
         """One history key over the rows that have it."""
