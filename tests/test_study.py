@@ -332,3 +332,15 @@ def test_an_extension_of_a_preset_variant_overrides_the_presets_grid():
                              "logger=none"])
     assert len(jobs) == 3
     assert {value_of(o) for job in jobs for o in job if key_of(o) == "train.lr"} == {"0.3"}
+
+
+def test_a_slurm_study_is_known_from_the_launcher_and_carries_its_overrides():
+    """The launcher's overrides go to every extension and confirmation launch; a SLURM launcher makes a
+    re-run ask the queue first (tests/test_study_slurm.py runs it on the local cluster)."""
+    from attnbench.study.plan import read_plan
+
+    ov = ["hydra/launcher=slurm_gpu", "hydra.launcher.poll_s=1", "device=cpu", "attn=mha", "train.lr=1e-4,3e-4",
+          "seed=0", *TINY[:2]]
+    plan = read_plan(ov, "train.lr", 0)
+    assert plan.slurm and plan.poll_s == 1.0 and plan.hydra == ov[:2]
+    assert not read_plan(ov[2:], "train.lr", 0).slurm
