@@ -8,6 +8,7 @@ import uuid
 
 from omegaconf import DictConfig, OmegaConf
 
+
 def variant_name(cfg: DictConfig) -> str:
     """Stable run label, e.g. `gqa-alibi-rmsnorm-swiglu-L4-D256` (post-LN adds `_post`)."""
     norm = cfg.norm.name + ("_post" if cfg.norm.placement == "post" else "")

@@ -15,7 +15,7 @@ The parameter count is the model's own (model/size.py, exact); the KV bytes per 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -74,8 +74,8 @@ def gib(n: float) -> str:
     return f"{int(n)} B"
 
 
-def check_size(spec: Any, device_type: str, memory: Optional[int], where: str,
-               est: Optional[MemoryEstimate] = None) -> Optional[MemoryEstimate]:
+def check_size(spec: Any, device_type: str, memory: int | None, where: str,
+               est: MemoryEstimate | None = None) -> MemoryEstimate | None:
     """Raise ConfigError (one line: the keys, the estimate and the memory) when the job cannot fit in
     `memory` bytes; `where` names that memory ("of RAM on this machine"). memory=None: not checked."""
     if memory is None:
@@ -96,7 +96,7 @@ def check_size(spec: Any, device_type: str, memory: Optional[int], where: str,
                       "or set device.memory_gb")
 
 
-def budget(cfg: Any, device: Any, target: Optional[Any] = None) -> tuple[Optional[int], str]:
+def budget(cfg: Any, device: Any, target: Any | None = None) -> tuple[int | None, str]:
     """(bytes, what they are) a job may use: device.memory_gb when set; else, for a job submitted to
     another machine (device.Target), what that machine is known to have (None: left to the job);
     else this device's memory (device.memory_bytes)."""
@@ -110,7 +110,7 @@ def budget(cfg: Any, device: Any, target: Optional[Any] = None) -> tuple[Optiona
     return memory_bytes(device), "of GPU memory" if device.type == "cuda" else "of RAM on this machine"
 
 
-def check_fits(spec: Any, device: Any, target: Optional[Any] = None) -> Optional[MemoryEstimate]:
+def check_fits(spec: Any, device: Any, target: Any | None = None) -> MemoryEstimate | None:
     """The size check of a resolved spec against its budget (the job, with the data's vocabulary,
     before it builds the model)."""
     memory, where = budget(spec.cfg, device, target)
@@ -120,7 +120,7 @@ def check_fits(spec: Any, device: Any, target: Optional[Any] = None) -> Optional
 _ESTIMATES: dict[str, tuple[Any, MemoryEstimate]] = {}  # what the estimate reads -> (spec, estimate)
 
 
-def check_config_fits(cfg: Any, device: Any, target: Optional[Any] = None) -> Optional[MemoryEstimate]:
+def check_config_fits(cfg: Any, device: Any, target: Any | None = None) -> MemoryEstimate | None:
     """The size check of a composed config (validate()). Resolving a spec costs ~15 ms, so specs are
     cached by what the estimate reads: a sweep's jobs that differ in seed or learning rate share one."""
     import json

@@ -13,7 +13,7 @@ positional scheme its maximum length, the head layout its KV heads); this module
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,9 +39,9 @@ class Spec:
     ffn_matrices: int
     init_std: float  # model.init_std, or 1/sqrt(d_model) when null
     context_length: int
-    max_positions: Optional[int]  # the positional scheme's limit (learned: context_length); None = any
-    window: Optional[int]
-    mla: Optional[MLADims] = None  # attn=mla's resolved latent sizes
+    max_positions: int | None  # the positional scheme's limit (learned: context_length); None = any
+    window: int | None
+    mla: MLADims | None = None  # attn=mla's resolved latent sizes
     gate_dim: int = 0  # attn.gate's projection width: 0 none, H headwise, H·D elementwise (model/gating.py)
 
 
@@ -51,7 +51,7 @@ def resolve_init_std(cfg: Any) -> float:
     return float(std) if std is not None else float(cfg.model.d_model) ** -0.5
 
 
-def resolve_spec(cfg: Any, vocab_size: Optional[int] = None) -> Spec:
+def resolve_spec(cfg: Any, vocab_size: int | None = None) -> Spec:
     """The spec of a composed, validated config; `vocab_size` is the data's when it is known."""
     m, a = cfg.model, cfg.attn
     vocab = int(vocab_size if vocab_size is not None else m.vocab_size)

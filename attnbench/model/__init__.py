@@ -1,7 +1,7 @@
 """Model construction from a composed config."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +11,7 @@ from .gpt import GPT
 from .mechanism import mechanism_of
 
 
-def build_model(cfg: Any, vocab_size: Optional[int] = None) -> GPT:
+def build_model(cfg: Any, vocab_size: int | None = None) -> GPT:
     """The GPT for a composed (and validated) config, or for a resolved spec, on CPU in fp32.
 
     `vocab_size` is the data's vocabulary when the data is known (train.data.prepare_data).
@@ -31,7 +31,7 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
     attention count as attention. Untagged parameters count as head."""
     groups = {"embedding": 0, "attention": 0, "ffn": 0, "norm": 0, "head": 0}
     seen: set[int] = set()
-    for prefix, module in _outermost_tagged(model):
+    for _prefix, module in _outermost_tagged(model):
         for p in module.parameters():
             if id(p) not in seen:
                 seen.add(id(p))

@@ -3,7 +3,6 @@ number, `n_kv_heads`), positional hooks, a pluggable kernel and a KV cache."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -18,8 +17,8 @@ class AttnContext:
     """Per-forward inputs shared by every layer (computed once by the GPT)."""
 
     spec: MaskSpec
-    rot: Optional[Rotary] = None  # RoPE (cos, sin), each (T, D)
-    bias: Optional[Tensor] = None  # ALiBi (H, T, S)
+    rot: Rotary | None = None  # RoPE (cos, sin), each (T, D)
+    bias: Tensor | None = None  # ALiBi (H, T, S)
 
 
 class KVCache:
@@ -63,11 +62,11 @@ class CausalSelfAttention(nn.Module):
 
     param_group = "attention"
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, window: Optional[int] = None,
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, window: int | None = None,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
-                 q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None,
-                 softcap: Optional[float] = None, out_bias: bool = True,
-                 gate: Optional[OutputGate] = None, sinks: bool = False):
+                 q_norm: nn.Module | None = None, k_norm: nn.Module | None = None,
+                 softcap: float | None = None, out_bias: bool = True,
+                 gate: OutputGate | None = None, sinks: bool = False):
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
@@ -87,11 +86,11 @@ class CausalSelfAttention(nn.Module):
         # attn.sinks: one learned logit per head in every softmax (model/sinks.py), 0 = "softmax off by one"
         self.sinks = nn.Parameter(torch.zeros(n_heads)) if sinks else None
         self.record_first_token = False  # set by model.probes.first_token_attention
-        self.first_token: Optional[Tensor] = None
+        self.first_token: Tensor | None = None
         self.record_max_logit = False  # set by max_attention_logit()
-        self.max_logit: Optional[Tensor] = None
+        self.max_logit: Tensor | None = None
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         spec = MaskSpec(causal=ctx.spec.causal, window=self.window, q_offset=ctx.spec.q_offset)
         if self.kernel.owns_projection:
@@ -128,8 +127,8 @@ class CausalSelfAttention(nn.Module):
         return extra
 
 
-def first_token_mass(q: Tensor, k: Tensor, spec: MaskSpec, scale: float, bias: Optional[Tensor],
-                     softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+def first_token_mass(q: Tensor, k: Tensor, spec: MaskSpec, scale: float, bias: Tensor | None,
+                     softcap: float | None = None, sinks: Tensor | None = None) -> Tensor:
     """Mean attention probability on key 0 (the first token) per head, over the batch and the queries
     at positions >= 1 that may see it (query 0 can attend nowhere else); (H,), nan if none may.
     The attention-sink measure of Xiao et al. 2023 and Qiu et al. 2025. q (B, H, T, D), k (B, Hkv, S, D)."""
@@ -157,7 +156,7 @@ def max_logit(q: Tensor, k: Tensor, spec: MaskSpec, scale: float) -> Tensor:
 
 
 @torch.no_grad()
-def max_attention_logit(model: nn.Module, idx: Tensor) -> Optional[float]:
+def max_attention_logit(model: nn.Module, idx: Tensor) -> float | None:
     """The largest attention logit |q·k|/sqrt(D) of any layer and head on `idx` (B, T), in eval mode.
 
     The quantity whose growth Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer

@@ -20,7 +20,7 @@ rotates 2·H heads of d dims), so with pos=rope d must be even.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,8 +48,8 @@ class DifferentialAttention(nn.Module):
     param_group = "attention"
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, lambda_init: float,
-                 window: Optional[int] = None, qkv_bias: bool = False, dropout: float = 0.0,
-                 resid_dropout: float = 0.0, softcap: Optional[float] = None, out_bias: bool = True,
+                 window: int | None = None, qkv_bias: bool = False, dropout: float = 0.0,
+                 resid_dropout: float = 0.0, softcap: float | None = None, out_bias: bool = True,
                  eps: float = 1e-5):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
@@ -68,14 +68,14 @@ class DifferentialAttention(nn.Module):
         # row 0 keeps q_1 (second half zeroed), row 1 keeps q_2
         self.register_buffer("halves", torch.stack([first, ~first]).float(), persistent=False)  # (2, D)
         self.record_max_logit = False  # set by attention.max_attention_logit
-        self.max_logit: Optional[Tensor] = None
+        self.max_logit: Tensor | None = None
 
     def lam(self) -> Tensor:
         """λ = exp(λ_q1 · λ_k1) − exp(λ_q2 · λ_k2) + λ_init (a 0-d tensor, fp32)."""
         return (torch.exp((self.lambda_q1 * self.lambda_k1).sum().float())
                 - torch.exp((self.lambda_q2 * self.lambda_k2).sum().float()) + self.lambda_init)
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
@@ -90,7 +90,7 @@ class DifferentialAttention(nn.Module):
         y = self.attend(q, k, v, spec, ctx.bias)  # (B, H, T, D)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, bias: Optional[Tensor]) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
         """The attention proper, q (B, H, T, D), k, v (B, Hkv, S, D) → normalised heads (B, H, T, D):
         the two maps in one kernel call, their difference, RMSNorm, (1 − λ_init). What the benchmark
         (benchmarks/mechanisms.py) compares with one SDPA call of the same shape."""
@@ -119,7 +119,7 @@ class Differential(Mechanism):
     kernel_needs_gqa = True  # the two maps are 2·H query heads on the KV heads
 
     @classmethod
-    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> str | None:
         from ..registry import POSITIONAL
 
         D = cfg.model.d_model // cfg.attn.n_heads

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import FFNS, NORMS, POSITIONAL
+from . import differential, linear_attention, mla  # noqa: F401  (importing a mechanism registers it)
 from .attention import AttnContext, CausalSelfAttention, KVCache
 from .gating import build_gate
 from .kernels import MaskSpec, get_kernel
-from . import differential, linear_attention, mla  # noqa: F401  (importing a mechanism registers it)
 from .mechanism import mechanism_of
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ class Block(nn.Module):
         self.attn, self.ffn, self.norm1, self.norm2 = attn, ffn, norm1, norm2
         self.pre = placement == "pre"
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         if self.pre:
             x = x + self.attn(self.norm1(x), ctx, cache, layer)
             return x + self.ffn(self.norm2(x))
@@ -104,8 +104,8 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
-    def init_cache(self, batch_size: int, max_len: int, device: Optional[torch.device] = None,
-                   dtype: Optional[torch.dtype] = None) -> KVCache:
+    def init_cache(self, batch_size: int, max_len: int, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> KVCache:
         """An empty KV cache for `max_len` tokens; GQA/MQA store only n_kv_heads. attn=linear: its
         constant recurrent state (model/linear_attention.py), whatever `max_len`."""
         kernel = getattr(self.blocks[0].attn, "kernel", None)  # attn=linear has none
@@ -125,7 +125,7 @@ class GPT(nn.Module):
         return KVCache(self.n_layers, batch_size, self.n_kv_heads, max_len, self.head_dim,
                        device or ref.device, dtype or ref.dtype)
 
-    def forward(self, idx: Tensor, cache: Optional[KVCache] = None) -> Tensor:
+    def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
         """idx (B, T) → logits (B, T, vocab). With a cache: logits for this chunk only,
         positions continue after what the cache holds, and the cache is updated."""
         B, T = idx.shape

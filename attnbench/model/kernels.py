@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ class Kernel:
     owns_projection = False  # True: the kernel runs the projections itself (nn.MultiheadAttention)
     compiles_itself = False  # True: the kernel calls torch.compile on its own (flex)
 
-    def unsupported(self, req: "Requirements") -> Optional[str]:
+    def unsupported(self, req: Requirements) -> str | None:
         """One-line reason this kernel cannot serve what a job requires, or None."""
         if req.device not in self.devices:
             return f"not available on {req.device} (runs on {sorted(self.devices)})"
@@ -76,7 +76,7 @@ class Kernel:
             return f"has no backward on {req.device}, so no training; use stages=[bench]"
         return self._extra_unsupported(req)
 
-    def _extra_unsupported(self, req: "Requirements") -> Optional[str]:
+    def _extra_unsupported(self, req: Requirements) -> str | None:
         return None
 
 
@@ -102,14 +102,14 @@ class Requirements:
     attn: str = ""
 
 
-def softcap_scores(scores: Tensor, softcap: Optional[float]) -> Tensor:
+def softcap_scores(scores: Tensor, softcap: float | None) -> Tensor:
     """Gemma 2 soft-capping: softcap · tanh(scores / softcap), smooth and bounded in (-cap, cap)."""
     return scores if softcap is None else softcap * torch.tanh(scores / softcap)
 
 
-def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
-                     scale: float, dropout: float = 0.0, softcap: Optional[float] = None,
-                     sinks: Optional[Tensor] = None) -> Tensor:
+def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None,
+                     scale: float, dropout: float = 0.0, softcap: float | None = None,
+                     sinks: Tensor | None = None) -> Tensor:
     """Explicit softmax(cap(q kᵀ · scale) + bias, masked) v. GQA by a grouped reshape (no K/V copy).
     The cap acts on q kᵀ · scale only, before bias and mask (as Gemma 2 caps before its mask).
     `sinks` (H,): one more softmax column per head holding its sink logit, dropped after the softmax."""
@@ -146,8 +146,8 @@ class ManualKernel(Kernel):
                                 sinks=sinks)
 
 
-def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
-                   scale: float, dropout: float = 0.0, sinks: Optional[Tensor] = None) -> Tensor:
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None,
+                   scale: float, dropout: float = 0.0, sinks: Tensor | None = None) -> Tensor:
     """F.scaled_dot_product_attention with the cheapest correct mask (`sinks`: model/sinks.py).
 
     `is_causal=True` is only used when T == S and no offset: SDPA aligns its causal
@@ -176,7 +176,7 @@ class SDPAKernel(Kernel):
     """PyTorch SDPA; PyTorch picks the backend (flash / efficient / math)."""
 
     name = "sdpa"
-    backend: Optional[SDPBackend] = None
+    backend: SDPBackend | None = None
     supports_sinks = True  # as one padded sink key (model/sinks.py)
 
     def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, sinks=None):
@@ -264,7 +264,7 @@ class TorchMHAKernel(Kernel):
     supports_v_head_dim = False  # nn.MultiheadAttention's own projections: one head dim
     owns_projection = True
 
-    def module_forward(self, attn: Any, x: Tensor, spec: MaskSpec, bias: Optional[Tensor]) -> Tensor:
+    def module_forward(self, attn: Any, x: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
         B, T, C = x.shape
         if bias is None:
             mask = ~allowed_mask(T, T, spec, x.device)  # nn.MHA: True = masked out

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -36,7 +36,7 @@ class MLADims:
 
     n_heads: int
     kv_rank: int  # attn.kv_lora_rank
-    q_rank: Optional[int]  # attn.q_lora_rank; None = full-rank query projection
+    q_rank: int | None  # attn.q_lora_rank; None = full-rank query projection
     nope: int  # attn.qk_nope_head_dim
     rope: int  # attn.rope_head_dim
     v: int  # attn.v_head_dim
@@ -46,11 +46,11 @@ class MLADims:
         return self.nope + self.rope
 
     @classmethod
-    def from_cfg(cfg_cls, cfg: Any) -> "MLADims":
+    def from_cfg(cfg_cls, cfg: Any) -> MLADims:
         a = cfg.attn
         D = cfg.model.d_model // a.n_heads
 
-        def pick(value: Optional[int], default: int) -> int:
+        def pick(value: int | None, default: int) -> int:
             return default if value is None else int(value)
 
         return cfg_cls(n_heads=int(a.n_heads), kv_rank=pick(a.kv_lora_rank, 4 * D),

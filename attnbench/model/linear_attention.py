@@ -22,7 +22,8 @@ keeps the last K - 1 projections per layer next to the state: still constant in 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,14 +91,14 @@ class RecurrentState:
     def restore(self, snap: Any) -> None:
         """Back to a snapshot (the bench decodes the same positions on every call)."""
         self.pos = snap[0]
-        for mine, saved in zip((self.S, self.z, self.conv), snap[1:]):
+        for mine, saved in zip((self.S, self.z, self.conv), snap[1:], strict=True):
             mine.copy_(saved)
 
     def nbytes(self) -> int:
         return (self.S.numel() + self.z.numel() + self.conv.numel()) * self.S.element_size()
 
 
-def chunked_linear_attention(q: Tensor, k: Tensor, v: Tensor, chunk: int, state: Optional[tuple[Tensor, Tensor]] = None
+def chunked_linear_attention(q: Tensor, k: Tensor, v: Tensor, chunk: int, state: tuple[Tensor, Tensor] | None = None
                              ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """The parallel form. q (B, H, T, F), k (B, Hkv, T, F) already feature-mapped, v (B, Hkv, T, Dv);
     state (S, z) of the tokens before (None = empty). Returns y (B, H, T, Dv) and the state after."""
@@ -148,7 +149,7 @@ class ShortConv(nn.Module):
         with torch.no_grad():
             self.weight[:, 0, -1] = 1.0  # the current token: plain linear attention to start from
 
-    def forward(self, x: Tensor, cache: Optional[RecurrentState] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: RecurrentState | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         past = x.new_zeros(B, self.taps - 1, C) if cache is None else cache.conv[layer].to(x.dtype)
         full = torch.cat([past, x], dim=1)  # (B, taps - 1 + T, C)
@@ -164,7 +165,7 @@ class LinearAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, feature_map: str, chunk_size: int,
                  qkv_bias: bool = False, resid_dropout: float = 0.0, out_bias: bool = True,
-                 q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None, short_conv: int = 0):
+                 q_norm: nn.Module | None = None, k_norm: nn.Module | None = None, short_conv: int = 0):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
         self.phi, feat = FEATURE_MAPS[feature_map]
@@ -177,7 +178,7 @@ class LinearAttention(nn.Module):
         self.resid_drop = nn.Dropout(resid_dropout)
         self.q_norm, self.k_norm = q_norm, k_norm
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[RecurrentState] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: RecurrentState | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv(x)  # (B, T, (H + 2·Hkv)·D)
@@ -219,7 +220,7 @@ class Linear(Mechanism):
     uses_kernel = False
 
     @classmethod
-    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> str | None:
         a = cfg.attn
         if a.feature_map not in FEATURE_MAPS:
             return f"attn.feature_map={a.feature_map}: not allowed; choose from [{', '.join(FEATURE_MAPS)}]"

@@ -8,7 +8,7 @@ and set by its conf/attn/<name>.yaml, so a field set without its mechanism is re
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -31,7 +31,7 @@ class Mechanism:
     kernel_needs_gqa: ClassVar[bool] = False  # its kernel call groups query heads on fewer KV heads
 
     @classmethod
-    def unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def unsupported(cls, cfg: Any, kernel: Kernel) -> str | None:
         """One line naming the keys of a combination this mechanism cannot serve, or None."""
         a, me = cfg.attn, f"attn={cls.name}"
         from ..registry import POSITIONAL
@@ -60,7 +60,7 @@ class Mechanism:
         return cls._extra_unsupported(cfg, kernel)
 
     @classmethod
-    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> str | None:
         return None
 
     @classmethod
@@ -97,12 +97,12 @@ def register(cls: type[Mechanism]) -> type[Mechanism]:
     return cls
 
 
-def mechanism_of(cfg: Any) -> Optional[type[Mechanism]]:
+def mechanism_of(cfg: Any) -> type[Mechanism] | None:
     """The mechanism `attn.name` picks, or None (softmax attention, attn=mla)."""
     return MECHANISMS.get(cfg.attn.name)
 
 
-def config_problem(cfg: Any, kernel: Kernel) -> Optional[str]:
+def config_problem(cfg: Any, kernel: Kernel) -> str | None:
     """A mechanism's field set without it, or a combination the chosen mechanism rejects; else None."""
     chosen = mechanism_of(cfg)
     for mech in MECHANISMS.values():

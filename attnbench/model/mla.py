@@ -20,8 +20,7 @@ position and could not be folded into the weights.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +34,7 @@ ACCEPTED_POS = ("rope",)
 MLA_FIELDS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "rope_head_dim", "v_head_dim")
 
 
-def config_problem(cfg: Any, kernel: Kernel) -> Optional[str]:
+def config_problem(cfg: Any, kernel: Kernel) -> str | None:
     """One-line reason the MLA part of a config is invalid (or MLA fields set without attn=mla), or None."""
     a = cfg.attn
     if a.name != "mla":
@@ -108,13 +107,13 @@ class MultiHeadLatentAttention(nn.Module):
 
     def __init__(self, d_model: int, dims: MLADims, kernel: Kernel, eps: float = 1e-5, absorb: bool = False,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
-                 softcap: Optional[float] = None, out_bias: bool = True):
+                 softcap: float | None = None, out_bias: bool = True):
         super().__init__()
         self.dims, self.kernel, self.absorb, self.dropout = dims, kernel, absorb, dropout
         # attn.softcap caps q·k·scale; only passed when set, as kernels without it take no such argument
         self.kernel_kw = {"softcap": softcap} if softcap is not None else {}
         self.record_max_logit = False  # set by attention.max_attention_logit (results' max_attn_logit)
-        self.max_logit: Optional[Tensor] = None
+        self.max_logit: Tensor | None = None
         H, r = dims.n_heads, dims.kv_rank
         if dims.q_rank is None:
             self.q = nn.Linear(d_model, H * dims.qk, bias=qkv_bias)
@@ -136,7 +135,7 @@ class MultiHeadLatentAttention(nn.Module):
             return self.q(x)
         return self.q_up(self.q_latent_norm(self.q_down(x)))
 
-    def forward(self, x: Tensor, ctx: Any, cache: Optional[LatentCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: Any, cache: LatentCache | None = None, layer: int = 0) -> Tensor:
         B, T, _ = x.shape
         d = self.dims
         H, r = d.n_heads, d.kv_rank

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +23,7 @@ Rotary = tuple[Tensor, Tensor]  # (cos, sin), each (T, D)
 class PositionalScheme(nn.Module):
     needs_bias: ClassVar[bool] = False
     rotates: ClassVar[bool] = False
-    max_len: Optional[int] = None  # None = any length
+    max_len: int | None = None  # None = any length
 
     def __init__(self, d_model: int, n_heads: int, context_length: int, base: float = 10000.0):
         super().__init__()
@@ -31,22 +31,22 @@ class PositionalScheme(nn.Module):
     param_group: ClassVar[str] = "embedding"
 
     @classmethod
-    def max_length(cls, context_length: int) -> Optional[int]:
+    def max_length(cls, context_length: int) -> int | None:
         """The longest sequence this scheme can place (None = any): what validation checks lengths against."""
         return None
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "PositionalScheme":
+    def from_spec(cls, spec: Any) -> PositionalScheme:
         """The scheme for a resolved spec (RoPE reads its pos.scaling fields here)."""
         return cls(spec.d_model, spec.n_heads, spec.context_length, base=spec.cfg.pos.base)
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:  # x (B, T, C)
         return x
 
-    def rotary(self, pos: Tensor) -> Optional[Rotary]:
+    def rotary(self, pos: Tensor) -> Rotary | None:
         return None
 
-    def bias(self, pos: Tensor, S: int) -> Optional[Tensor]:  # -> (H, T, S)
+    def bias(self, pos: Tensor, S: int) -> Tensor | None:  # -> (H, T, S)
         return None
 
 
@@ -124,7 +124,7 @@ def rope_base_freqs(head_dim: int, base: float = 10000.0) -> Tensor:
 
 
 def rope_frequencies(head_dim: int, base: float = 10000.0,
-                     scaling: Optional[RopeScaling] = None) -> tuple[Tensor, float]:
+                     scaling: RopeScaling | None = None) -> tuple[Tensor, float]:
     """(inv_freq (D/2,), attention factor) for RoPE with an optional context-extension rule.
 
     The attention factor multiplies cos and sin (so q·k by its square); it is 1 except for YaRN.
@@ -189,7 +189,7 @@ class RoPE(PositionalScheme):
     rotates = True
 
     def __init__(self, d_model, n_heads, context_length, base=10000.0,
-                 scaling: Optional[RopeScaling] = None, train_scaled: bool = True, head_dim: Optional[int] = None):
+                 scaling: RopeScaling | None = None, train_scaled: bool = True, head_dim: int | None = None):
         super().__init__(d_model, n_heads, context_length)
         head_dim = head_dim or d_model // n_heads  # attn=mla rotates only its rope_head_dim channels
         inv_freq, self.mscale = rope_frequencies(head_dim, base, scaling)  # (D/2,)
@@ -198,7 +198,7 @@ class RoPE(PositionalScheme):
         self.register_buffer("inv_freq_plain", rope_base_freqs(head_dim, base), persistent=False)
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "RoPE":
+    def from_spec(cls, spec: Any) -> RoPE:
         p = spec.cfg.pos
         scaling = RopeScaling(
             kind=p.scaling, factor=float(p.factor),

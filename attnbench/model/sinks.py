@@ -17,8 +17,6 @@ Two implementations, both an extra logit column inside one kernel call (never a 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -39,7 +37,7 @@ def _pad(D: int, device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8 - D % 8
 
 
-def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor], scale: float,
+def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None, scale: float,
                     sinks: Tensor, dropout: float = 0.0) -> Tensor:
     """F.scaled_dot_product_attention with a sink logit per query head (see the module docstring).
     q (B, H, T, D); k, v (B, Hkv, S, D); sinks (H,) → (B, H, T, D)."""
@@ -69,7 +67,7 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Op
     return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, **kw)[..., :D]
 
 
-def config_problem(cfg: object) -> Optional[str]:
+def config_problem(cfg: object) -> str | None:
     """One line naming the keys when attn.sinks cannot work with this config, else None (which kernels
     can add the logit is each kernel's `supports_sinks`, checked with the other capabilities)."""
     if cfg.attn.get("sinks", False) and cfg.attn.name == "mla":  # MLA's module (model/mla.py) has no sinks
