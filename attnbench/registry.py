@@ -5,9 +5,15 @@ groups), so a lookup failure says which field was wrong and what is allowed.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # the components register themselves here; this module imports none at run time
+    from torch import nn
+
+    from .model.kernels import Kernel
+    from .model.position import PositionalScheme
 
 T = TypeVar("T")
 
@@ -36,11 +42,12 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
 
-KERNELS: Registry = Registry("attn.impl")
-POSITIONAL: Registry = Registry("pos")
-NORMS: Registry = Registry("norm")
-FFNS: Registry = Registry("ffn")
-LOGGERS: Registry = Registry("logger")  # filled by attnbench.track.loggers: name -> (cfg, run_dir) -> Sink | None
+KERNELS: Registry[type[Kernel]] = Registry("attn.impl")
+POSITIONAL: Registry[type[PositionalScheme]] = Registry("pos")
+NORMS: Registry[Callable[[int, float, bool], nn.Module]] = Registry("norm")
+# FFN classes share no base (MLP, GatedFFN, each with its own hidden_size / n_matrices classmethods).
+FFNS: Registry[Any] = Registry("ffn")
+LOGGERS: Registry[Any] = Registry("logger")  # filled by attnbench.track.loggers: name -> (cfg, run_dir) -> Sink | None
 
 # The model package imports its components, which register themselves here; this module imports none.
 REGISTRIES = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}

@@ -29,6 +29,7 @@ from .attention import AttnContext, KVCache, max_logit
 from .kernels import Kernel, MaskSpec
 from .mechanism import Mechanism, register
 from .position import Rotary, apply_rotary
+from .tags import mark_residual
 
 
 def paper_lambda_init(layer: int) -> float:
@@ -57,7 +58,7 @@ class DifferentialAttention(nn.Module):
         D, d = self.head_dim, self.head_dim // 2
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * D, bias=qkv_bias)
         self.out = nn.Linear(d_model, d_model, bias=out_bias)
-        self.out.residual_proj = True
+        mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
             nn.Parameter(torch.randn(d) * 0.1) for _ in range(4))

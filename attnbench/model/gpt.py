@@ -18,6 +18,7 @@ from .attention import AttnContext, CausalSelfAttention, KVCache
 from .gating import build_gate
 from .kernels import MaskSpec, get_kernel
 from .mechanism import mechanism_of
+from .tags import is_residual, tag_group
 
 if TYPE_CHECKING:
     from ..config.spec import Spec
@@ -52,7 +53,7 @@ class GPT(nn.Module):
         self.head_dim = spec.head_dim
         self.pre_norm = cfg.norm.placement == "pre"
         self.wte = nn.Embedding(spec.vocab_size, d)
-        self.wte.param_group = "embedding"
+        tag_group(self.wte, "embedding")
         self.pos = POSITIONAL.get(cfg.pos.name).from_spec(spec)
         self.drop = nn.Dropout(m.dropout)
         norm = partial(NORMS.get(cfg.norm.name), bias=bias)
@@ -83,7 +84,7 @@ class GPT(nn.Module):
         # Post-LN blocks already end in a norm; a final norm is the pre-LN convention.
         self.norm_f = norm(d, cfg.norm.eps) if self.pre_norm else nn.Identity()
         self.lm_head = nn.Linear(d, spec.vocab_size, bias=False)
-        self.lm_head.param_group = "head"
+        tag_group(self.lm_head, "head")
         if m.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.final_softcap = m.final_softcap  # Gemma 2 logit soft-capping; None = off
@@ -97,7 +98,7 @@ class GPT(nn.Module):
         """GPT-2 init: N(0, model.init_std); residual output projections scaled by 1/sqrt(2·layers)."""
         std = self.init_std
         if isinstance(module, nn.Linear):
-            std = std / math.sqrt(2 * self.n_layers) if getattr(module, "residual_proj", False) else std
+            std = std / math.sqrt(2 * self.n_layers) if is_residual(module) else std
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

@@ -33,6 +33,7 @@ from .attention import AttnContext
 from .kernels import Kernel
 from .mechanism import Mechanism, register
 from .position import apply_rotary
+from .tags import mark_residual
 
 EPS = 1e-6
 
@@ -174,7 +175,7 @@ class LinearAttention(nn.Module):
         self.qkv = nn.Linear(d_model, channels, bias=qkv_bias)
         self.conv = ShortConv(channels, short_conv) if short_conv else None
         self.out = nn.Linear(d_model, d_model, bias=out_bias)
-        self.out.residual_proj = True
+        mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
         self.q_norm, self.k_norm = q_norm, k_norm
 

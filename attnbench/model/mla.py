@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .kernels import Kernel, MaskSpec
 from .layout import MLADims
 from .position import apply_rotary
+from .tags import mark_residual
 
 # MLA's positional path is its decoupled RoPE key; which `pos` schemes it accepts.
 ACCEPTED_POS = ("rope",)
@@ -126,7 +127,7 @@ class MultiHeadLatentAttention(nn.Module):
         # No bias: a bias here could not be absorbed into the query and output.
         self.kv_up = nn.Linear(r, H * (dims.nope + dims.v), bias=False)
         self.out = nn.Linear(H * dims.v, d_model, bias=out_bias)
-        self.out.residual_proj = True
+        mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
         self.scale = dims.qk ** -0.5
 
