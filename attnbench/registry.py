@@ -44,11 +44,11 @@ class Registry(Generic[T]):
 
 KERNELS: Registry[type[Kernel]] = Registry("attn.impl")
 POSITIONAL: Registry[type[PositionalScheme]] = Registry("pos")
-NORMS: Registry[Callable[[int, float, bool], nn.Module]] = Registry("norm")
+NORMS: Registry[Callable[..., nn.Module]] = Registry("norm")  # (d_model, eps, bias=) -> module
 # FFN classes share no base (MLP, GatedFFN, each with its own hidden_size / n_matrices classmethods).
 FFNS: Registry[Any] = Registry("ffn")
 LOGGERS: Registry[Any] = Registry("logger")  # filled by attnbench.track.loggers: name -> (cfg, run_dir) -> Sink | None
 
 # The model package imports its components, which register themselves here; this module imports none.
-REGISTRIES = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}
+REGISTRIES: dict[str, Registry[Any]] = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}
 

@@ -6,6 +6,7 @@ unknown key fail at composition time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any  # list[Any]: OmegaConf reads the annotations at run time
 
 from hydra.core.config_store import ConfigStore
 
@@ -101,9 +102,9 @@ class DeviceConfig:
 @dataclass
 class BenchConfig:
     name: str = "default"
-    modes: list = field(default_factory=lambda: list(BENCH_MODES))
+    modes: list[Any] = field(default_factory=lambda: list(BENCH_MODES))
     batch_size: int = 4
-    seq_lens: list = field(default_factory=lambda: [64, 128])
+    seq_lens: list[Any] = field(default_factory=lambda: [64, 128])
     decode_tokens: int = 16
     warmup: int = 2
     repeats: int = 10
@@ -126,7 +127,7 @@ class TrainConfig:
     beta2: float = 0.95
     eval_every: int = 250
     eval_batches: int = 8
-    eval_seq_lens: list = field(default_factory=list)
+    eval_seq_lens: list[Any] = field(default_factory=list)
     # StreamingLLM's window attention on a model trained without it: val_loss_by_len (train.seq_len and
     # train.eval_seq_lens) evaluated with this sliding window; training and val_loss as configured. null = off
     eval_window: int | None = None
@@ -158,7 +159,7 @@ class LoggerConfig:
     mode: str | None = None  # null = $WANDB_MODE or offline
     project: str = "attnbench"
     entity: str | None = None
-    tags: list = field(default_factory=list)
+    tags: list[Any] = field(default_factory=list)
     group: str | None = None  # null = the sweep directory (multirun), else the experiment name
     init_timeout_s: float = 30.0  # online without network: give up (and log offline) after this
     finish_timeout_s: float = 60.0  # bound on the end-of-run upload and on waiting for the local file
@@ -178,7 +179,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     experiment: str | None = None
-    stages: list = field(default_factory=lambda: ["bench", "train"])
+    stages: list[Any] = field(default_factory=lambda: ["bench", "train"])
     seed: int = 0
     resume: bool = False  # skip this job if its run dir already holds an ok result for this config
     launch_id: str | None = None  # the launch that started this job (track/launch.py); bookkeeping, not hashed

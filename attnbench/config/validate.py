@@ -42,7 +42,7 @@ def validate(cfg: DictConfig, target: Any | None = None) -> None:
 
     m, a = cfg.model, cfg.attn
     _check_known_keys(cfg)
-    registered = {"pos": registry.POSITIONAL, "norm": registry.NORMS, "ffn": registry.FFNS}
+    registered: dict[str, registry.Registry[Any]] = {"pos": registry.POSITIONAL, "norm": registry.NORMS, "ffn": registry.FFNS}
     for group in AXES:
         name = cfg[group].name
         # A component registered from outside the package (docs/extending.md) is a valid choice

@@ -8,6 +8,7 @@ from typing import Protocol, cast
 import torch
 from torch import Tensor, nn
 
+from .cache import Cache
 from .gating import OutputGate
 from .kernels import Kernel, MaskSpec, allowed_mask, default_scale
 from .position import Rotary, apply_rotary
@@ -23,7 +24,7 @@ class AttnContext:
     bias: Tensor | None = None  # ALiBi (H, T, S)
 
 
-class KVCache:
+class KVCache(Cache):
     """Pre-allocated keys and values for every layer: (L, B, Hkv, max_len, D) each.
 
     GQA/MQA store only their n_kv_heads. `pos` counts the tokens already cached;
@@ -34,8 +35,7 @@ class KVCache:
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.pos = 0
+        super().__init__(max_len)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write a chunk's k, v (B, Hkv, T, D); return everything cached so far (B, Hkv, S, D)."""
@@ -45,18 +45,8 @@ class KVCache:
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def advance(self, T: int) -> None:
-        self.pos += T
-
-    def snapshot(self) -> int:
-        return self.pos
-
-    def restore(self, snap: int) -> None:
-        """Back to a snapshot: what was written after it is overwritten by the next update."""
-        self.pos = snap
-
-    def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() * 2
+    def tensors(self) -> tuple[Tensor, ...]:
+        return self.k, self.v
 
 
 class CausalSelfAttention(nn.Module):

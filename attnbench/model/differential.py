@@ -20,11 +20,12 @@ rotates 2·H heads of d dims), so with pos=rope d must be even.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..spec import Spec
 from .attention import AttnContext, KVCache, max_logit
 from .kernels import Kernel, MaskSpec
 from .mechanism import Mechanism, register
@@ -47,6 +48,7 @@ class DifferentialAttention(nn.Module):
     """Parameter names: qkv (fused, MHA shapes), lambda_q1/k1/q2/k2 (d,), subln (RMSNorm over D), out."""
 
     param_group = "attention"
+    halves: Tensor  # buffer (2, D)
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, lambda_init: float,
                  window: int | None = None, qkv_bias: bool = False, dropout: float = 0.0,
@@ -120,7 +122,7 @@ class Differential(Mechanism):
     kernel_needs_gqa = True  # the two maps are 2·H query heads on the KV heads
 
     @classmethod
-    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> str | None:
+    def _extra_unsupported(cls, cfg: DictConfig, kernel: Kernel) -> str | None:
         from ..registry import POSITIONAL
 
         D = cfg.model.d_model // cfg.attn.n_heads
@@ -136,7 +138,7 @@ class Differential(Mechanism):
         return None
 
     @classmethod
-    def build(cls, spec: Any, kernel: Kernel, layer: int) -> nn.Module:
+    def build(cls, spec: Spec, kernel: Kernel, layer: int) -> nn.Module:
         a, m = spec.cfg.attn, spec.cfg.model
         lam = paper_lambda_init(layer) if a.lambda_init is None else float(a.lambda_init)
         return DifferentialAttention(spec.d_model, spec.n_heads, spec.n_kv_heads, kernel, lam, a.window,
@@ -144,7 +146,7 @@ class Differential(Mechanism):
                                      bool(m.bias), float(spec.cfg.norm.eps))
 
     @classmethod
-    def attention_flops(cls, spec: Any, keys: float, decode: bool) -> float:
+    def attention_flops(cls, spec: Spec, keys: float, decode: bool) -> float:
         """2·H heads of D dims scoring (the zeroed half included) and weighting V: 2 × MHA's 2·2·H·D·k̄.
         The written-out formula needs 2·H·d·k̄·2 for the scores and 2·2·H·D·k̄ for the two AVs (1.5 × MHA)."""
         return 2 * (2 * 2 * spec.n_heads * spec.head_dim * keys)

@@ -12,13 +12,14 @@ q_proj; it starts like every Linear (N(0, init std)), so every gate opens at abo
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 # gate kind -> its width for H heads of D channels; "none" = no gate
-GATES = {"none": lambda H, D: 0, "headwise": lambda H, D: H, "elementwise": lambda H, D: H * D}
+GATES: dict[str, Callable[[int, int], int]] = {"none": lambda H, D: 0, "headwise": lambda H, D: H, "elementwise": lambda H, D: H * D}
 
 
 def gate_dim(kind: str, n_heads: int, head_dim: int) -> int:
@@ -45,7 +46,7 @@ class OutputGate(nn.Module):
         return y * g
 
 
-def build_gate(cfg: Any, d_model: int, n_heads: int, head_dim: int) -> OutputGate | None:
+def build_gate(cfg: DictConfig, d_model: int, n_heads: int, head_dim: int) -> OutputGate | None:
     """The gate attn.gate asks for, or None (attn.gate=none)."""
     kind = cfg.attn.get("gate", "none")
     if kind == "none":
@@ -53,7 +54,7 @@ def build_gate(cfg: Any, d_model: int, n_heads: int, head_dim: int) -> OutputGat
     return OutputGate(d_model, n_heads, head_dim, kind, bias=bool(cfg.attn.qkv_bias))
 
 
-def config_problem(cfg: Any) -> str | None:
+def config_problem(cfg: DictConfig) -> str | None:
     """One line naming the keys when attn.gate cannot work with this config, else None."""
     kind = cfg.attn.get("gate", "none")
     if kind not in GATES:

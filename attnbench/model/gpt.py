@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import FFNS, NORMS, POSITIONAL
+from ..spec import Spec
 from . import differential, linear_attention, mla  # noqa: F401  (importing a mechanism registers it)
 from .attention import AttnContext, CausalSelfAttention, KVCache
+from .cache import Cache
 from .gating import build_gate
 from .kernels import MaskSpec, get_kernel
 from .mechanism import mechanism_of
 from .tags import is_residual, tag_group
-
-if TYPE_CHECKING:
-    from ..config.spec import Spec
 
 
 class Block(nn.Module):
@@ -106,7 +104,7 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def init_cache(self, batch_size: int, max_len: int, device: torch.device | None = None,
-                   dtype: torch.dtype | None = None) -> KVCache:
+                   dtype: torch.dtype | None = None) -> Cache:
         """An empty KV cache for `max_len` tokens; GQA/MQA store only n_kv_heads. attn=linear: its
         constant recurrent state (model/linear_attention.py), whatever `max_len`."""
         kernel = getattr(self.blocks[0].attn, "kernel", None)  # attn=linear has none

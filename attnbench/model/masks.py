@@ -30,7 +30,8 @@ def allowed_mask(T: int, S: int, spec: MaskSpec, device: torch.device) -> Tensor
     return ok
 
 
-def additive_mask(T: int, S: int, spec: MaskSpec, bias: Tensor | None, dtype: torch.dtype, device) -> Tensor:
+def additive_mask(T: int, S: int, spec: MaskSpec, bias: Tensor | None, dtype: torch.dtype,
+                  device: torch.device) -> Tensor:
     """Float mask: bias where allowed, -inf elsewhere. (H, T, S) with a bias, else (T, S)."""
     ok = allowed_mask(T, S, spec, device)
     base = bias.to(dtype) if bias is not None else torch.zeros(T, S, dtype=dtype, device=device)

@@ -74,7 +74,7 @@ def max_activation(model: nn.Module, idx: Tensor) -> float | None:
     return float(torch.stack(peaks).max())
 
 
-def sink_probes(model: nn.Module, idx: Tensor) -> dict:
+def sink_probes(model: nn.Module, idx: Tensor) -> dict[str, float | list[float] | None]:
     """The results keys first_token_attn, max_activation and mean_gate for one batch."""
     return {"first_token_attn": first_token_attention(model, idx),
             "first_token_attn_max": first_token_attention(model, idx, reduce="max"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import Tensor
 
 from .masks import MaskSpec, additive_mask, allowed_mask
@@ -52,9 +53,9 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Te
     ks = F.pad(k, (0, P, 1, 0))  # (B, Hkv, 1 + S, D + P): the sink key, then the real keys
     ks[:, :, 0, D] = 1.0
     vs = F.pad(v, (0, P, 1, 0))  # the sink's value is 0; same width as q/k (CPU flash wants equal head dims)
-    kw = dict(scale=scale, dropout_p=dropout, enable_gqa=Hkv != H)
     if causal_fast:
-        return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, **kw)[:, :, 1:, :D]
+        return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, dropout_p=dropout,
+                                              enable_gqa=Hkv != H)[:, :, 1:, :D]
     shifted = MaskSpec(causal=spec.causal, window=spec.window, q_offset=spec.q_offset + 1)  # real key j at index j+1
     if bias is None:
         mask = allowed_mask(T, S + 1, shifted, q.device)  # (T, 1 + S) bool
@@ -64,10 +65,11 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Te
         padded = F.pad(bias, (1, 0))  # (H, T, 1 + S): no bias on the sink
         mask = additive_mask(T, S + 1, shifted, padded, mask_dtype, q.device)
         mask[..., 0] = 0.0
-    return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, **kw)[..., :D]
+    return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale, dropout_p=dropout,
+                                          enable_gqa=Hkv != H)[..., :D]
 
 
-def config_problem(cfg: object) -> str | None:
+def config_problem(cfg: DictConfig) -> str | None:
     """One line naming the keys when attn.sinks cannot work with this config, else None (which kernels
     can add the logit is each kernel's `supports_sinks`, checked with the other capabilities)."""
     if cfg.attn.get("sinks", False) and cfg.attn.name == "mla":  # MLA's module (model/mla.py) has no sinks

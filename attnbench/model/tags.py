@@ -28,5 +28,11 @@ def mark_residual(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
+def group_of(module: nn.Module) -> str | None:
+    """The group `module` was tagged with, or None."""
+    group = getattr(module, PARAM_GROUP, None)
+    return str(group) if group is not None else None
+
+
 def is_residual(module: nn.Module) -> bool:
     return bool(getattr(module, RESIDUAL, False))
