@@ -17,11 +17,11 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..registry import KERNELS
@@ -33,9 +33,17 @@ from .masks import allowed_mask as allowed_mask
 if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
-    from .attention import CausalSelfAttention
-
 ALL_DEVICES = frozenset({"cpu", "cuda", "mps"})
+
+
+class ProjectedAttention(Protocol):
+    """What a kernel that `owns_projection` reads of the attention module (CausalSelfAttention)."""
+
+    n_heads: int
+    dropout: float
+    training: bool
+    qkv: nn.Linear
+    out: nn.Linear
 
 
 class Kernel:
@@ -92,7 +100,7 @@ class Kernel:
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         raise NotImplementedError
 
-    def module_forward(self, attn: CausalSelfAttention, x: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
+    def module_forward(self, attn: ProjectedAttention, x: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
         """(B, T, C) -> (B, T, C) with the module's own weights: only kernels that `owns_projection`."""
         raise NotImplementedError
 
@@ -284,7 +292,7 @@ class TorchMHAKernel(Kernel):
     supports_v_head_dim = False  # nn.MultiheadAttention's own projections: one head dim
     owns_projection = True
 
-    def module_forward(self, attn: CausalSelfAttention, x: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
+    def module_forward(self, attn: ProjectedAttention, x: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
         B, T, C = x.shape
         if bias is None:
             mask = ~allowed_mask(T, T, spec, x.device)  # nn.MHA: True = masked out
@@ -365,7 +373,8 @@ class FlexKernel(Kernel):
 
 def get_kernel(name: str) -> Kernel:
     """A fresh kernel instance (kernels may hold per-instance caches)."""
-    return KERNELS.get(name)()
+    kernel: Kernel = KERNELS.get(name)()
+    return kernel
 
 
 def default_scale(head_dim: int) -> float:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +36,6 @@ from .kernels import Kernel
 from .mechanism import Mechanism, register
 from .position import apply_rotary
 from .tags import mark_residual
-
-if TYPE_CHECKING:
-    from .gpt import GPT
 
 EPS = 1e-6
 
@@ -289,10 +285,12 @@ class Linear(Mechanism):
         return spec.n_layers * (spec.n_kv_heads * (Fd * spec.head_dim + Fd) + conv) * 4
 
     @classmethod
-    def init_cache(cls, model: GPT, batch_size: int, max_len: int, device: torch.device,
+    def init_cache(cls, model: nn.Module, batch_size: int, max_len: int, device: torch.device,
                    dtype: torch.dtype) -> RecurrentState:
         attn = model.get_submodule("blocks.0.attn")
         assert isinstance(attn, LinearAttention)
         taps, channels = (attn.conv.taps, attn.conv.weight.shape[0]) if attn.conv is not None else (0, 0)
-        return RecurrentState(model.n_layers, batch_size, attn.n_kv_heads, attn.feature_dim, attn.head_dim,
+        blocks = model.get_submodule("blocks")
+        assert isinstance(blocks, nn.ModuleList)
+        return RecurrentState(len(blocks), batch_size, attn.n_kv_heads, attn.feature_dim, attn.head_dim,
                               max_len, device, taps, channels)

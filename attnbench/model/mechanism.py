@@ -8,7 +8,7 @@ and set by its conf/attn/<name>.yaml, so a field set without its mechanism is re
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
@@ -17,9 +17,6 @@ from torch import nn
 from ..spec import Spec
 from .cache import Cache
 from .kernels import Kernel
-
-if TYPE_CHECKING:
-    from .gpt import GPT
 
 
 class Mechanism:
@@ -91,7 +88,7 @@ class Mechanism:
         return 0
 
     @classmethod
-    def init_cache(cls, model: GPT, batch_size: int, max_len: int, device: torch.device,
+    def init_cache(cls, model: nn.Module, batch_size: int, max_len: int, device: torch.device,
                    dtype: torch.dtype) -> Cache | None:
         """The decoding cache of `model`, or None for the plain KV cache."""
         return None
