@@ -5,7 +5,7 @@ groups), so a lookup failure says which field was wrong and what is allowed.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from .errors import ConfigError
 
@@ -36,12 +36,14 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
 
-KERNELS: Registry = Registry("attn.impl")
-POSITIONAL: Registry = Registry("pos")
-NORMS: Registry = Registry("norm")
-FFNS: Registry = Registry("ffn")
-LOGGERS: Registry = Registry("logger")  # filled by attnbench.track.loggers: name -> (cfg, run_dir) -> Sink | None
+# Registry[Any]: this module is a leaf (tests/test_imports.py), so it cannot name the component types;
+# the lookup sites in model/ say what they get (get_kernel -> Kernel, ...).
+KERNELS: Registry[Any] = Registry("attn.impl")
+POSITIONAL: Registry[Any] = Registry("pos")
+NORMS: Registry[Any] = Registry("norm")
+FFNS: Registry[Any] = Registry("ffn")
+LOGGERS: Registry[Any] = Registry("logger")  # filled by attnbench.track.loggers: name -> (cfg, run_dir) -> Sink | None
 
 # The model package imports its components, which register themselves here; this module imports none.
-REGISTRIES = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}
+REGISTRIES: dict[str, Registry[Any]] = {"kernel": KERNELS, "positional": POSITIONAL, "norm": NORMS, "ffn": FFNS}
 

@@ -364,7 +364,7 @@ def format_table(results: list[Result]) -> str:
     rows = [cols] + [(r.check, r.case, r.status, r.detail) for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3] for row in rows]
-    lines.insert(1, "-" * min(max(len(l) for l in lines), 120))
+    lines.insert(1, "-" * min(max(len(line) for line in lines), 120))
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -117,7 +117,7 @@ def decode_table(args) -> None:
         fns = {k: make_step("decode", cfg, m, B, T, CPU, torch.float32).fn for k, (cfg, m) in models.items()}
         samples = interleaved(fns, args.rounds, args.repeats, 1)
         base_ms, base_kv = None, None
-        for layout, (cfg, model) in models.items():
+        for layout, (_cfg, model) in models.items():
             kv = model.init_cache(B, T + N).nbytes()  # the tensors decode writes into
             ms = summarize(samples[layout])["median_ms"] / N  # a sample covers N tokens
             base_ms, base_kv = base_ms or ms, base_kv or kv

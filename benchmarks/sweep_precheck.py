@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     fixed = ["logger=none", "device=cpu"]
     check_sweep_overrides(GRIDS[0][2] + fixed)  # imports and Hydra's first initialisation, untimed
-    print(f"| jobs | group combinations | wall s (median) | CPU s (median) | CPU ms/job | overrides |")
+    print("| jobs | group combinations | wall s (median) | CPU s (median) | CPU ms/job | overrides |")
     print("|---|---|---|---|---|---|")
     for n, combos, grid in GRIDS:
         wall, cpu = [], []

@@ -8,7 +8,6 @@ import math
 import os
 import pickle
 import signal
-import sys
 from pathlib import Path
 
 import pytest

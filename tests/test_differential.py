@@ -8,7 +8,6 @@ from functools import lru_cache
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attnbench import ConfigError, build_model, load_config
@@ -99,7 +98,7 @@ def test_module_equals_the_written_out_paper_formula(impl, n_kv, rope):
 def test_lambda_init_follows_the_papers_depth_schedule_or_a_constant():
     model = build_model(cfg_of())
     assert [b.attn.lambda_init for b in model.blocks] == pytest.approx(
-        [0.8 - 0.6 * math.exp(-0.3 * (l - 1)) for l in (1, 2, 3)])
+        [0.8 - 0.6 * math.exp(-0.3 * (layer - 1)) for layer in (1, 2, 3)])
     assert paper_lambda_init(0) == pytest.approx(0.2)
     const = build_model(cfg_of("attn.lambda_init=0.5"))
     assert [b.attn.lambda_init for b in const.blocks] == [0.5, 0.5, 0.5]

@@ -20,7 +20,7 @@ T1 = 12.706204736174707  # t(0.975) with 1 degree of freedom
 def _sweep(root: Path, jobs: list[tuple[str, float, int, float]]) -> Path:
     """jobs: (attn, lr, seed, val loss); one Hydra multirun folder."""
     for n, (attn, lr, seed, loss) in enumerate(jobs):
-        _write(root, n, _res(attn, seed, lr, loss), [f"experiment=x", f"attn={attn}", f"train.lr={lr}",
+        _write(root, n, _res(attn, seed, lr, loss), ["experiment=x", f"attn={attn}", f"train.lr={lr}",
                                                      f"seed={seed}", "logger=none"])
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root

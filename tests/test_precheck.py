@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from attnbench import ConfigError, load_config
 from attnbench.config import conf_dir, validate
@@ -57,7 +58,7 @@ def test_validate_never_reads_the_keys_the_precheck_validates_once():
     cfg = load_config(["stages=[bench,train]", "logger=none"])
     for key in NOT_VALIDATED:
         OmegaConf.update(cfg, key, "${oc.env:ATTNBENCH_UNSET_FOR_THIS_TEST}")  # reading it would raise
-        with pytest.raises(Exception):
+        with pytest.raises(InterpolationResolutionError):
             OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
     validate(cfg)
 

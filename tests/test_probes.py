@@ -8,7 +8,7 @@ import torch
 from attnbench import ConfigError, build_model, load_config
 from attnbench.model.attention import first_token_mass
 from attnbench.model.kernels import MaskSpec, allowed_mask
-from attnbench.model.probes import first_token_attention, max_activation, mean_gate, sink_probes
+from attnbench.model.probes import first_token_attention, max_activation, mean_gate
 from attnbench.train.evaluate import eval_lengths, evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -45,10 +45,13 @@ def test_cells_choose_lr_on_tuning_seeds_and_report_held_out(tmp_path):
         for p in (4, 8):
             for lr, acc in ((1e-3, 0.5), (3e-3, 0.8)):
                 for seed in (0, 1):
-                    rows.append(_run(tmp_path, i, "mha", d, p, lr, seed, acc, kv=2 * 2 * d * 4)); i += 1
+                    rows.append(_run(tmp_path, i, "mha", d, p, lr, seed, acc, kv=2 * 2 * d * 4))
+                    i += 1
             for seed, acc in ((2, 0.9), (3, 0.7)):  # held-out seeds at the chosen lr
-                rows.append(_run(tmp_path, i, "mha", d, p, 3e-3, seed, acc, kv=2 * 2 * d * 4)); i += 1
-            rows.append(_run(tmp_path, i, "linear", d, p, 1e-2, 0, 0.3 if d == 32 else 0.6, state=2 * d * d * 4)); i += 1
+                rows.append(_run(tmp_path, i, "mha", d, p, 3e-3, seed, acc, kv=2 * 2 * d * 4))
+                i += 1
+            rows.append(_run(tmp_path, i, "linear", d, p, 1e-2, 0, 0.3 if d == 32 else 0.6, state=2 * d * d * 4))
+            i += 1
     runs = [load_run(r) for r in rows]
     points, held = cell_points(runs)
     assert not held  # linear has no held-out seeds

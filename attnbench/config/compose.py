@@ -3,10 +3,8 @@ turn Hydra's multi-line errors into one line naming the key."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
-
-from omegaconf import DictConfig
 
 from ..errors import ConfigError
 

@@ -1,7 +1,7 @@
 """`load_config`: compose `conf/` as the CLI does, then validate (validation sits above composition)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from omegaconf import DictConfig
 

@@ -8,6 +8,7 @@ import uuid
 
 from omegaconf import DictConfig, OmegaConf
 
+
 def variant_name(cfg: DictConfig) -> str:
     """Stable run label, e.g. `gqa-alibi-rmsnorm-swiglu-L4-D256` (post-LN adds `_post`)."""
     norm = cfg.norm.name + ("_post" if cfg.norm.placement == "post" else "")
@@ -17,6 +18,7 @@ def variant_name(cfg: DictConfig) -> str:
 def config_hash(cfg: DictConfig) -> str:
     """Hash of the resolved config minus bookkeeping keys, used by sweep resume."""
     data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)  # a DictConfig's container is a dict
     data.pop("hydra", None)
     data.pop("resume", None)
     data.get("train", {}).pop("resume", None)

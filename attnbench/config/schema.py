@@ -6,37 +6,38 @@ unknown key fail at composition time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any  # list[Any]: OmegaConf reads the annotations at run time
 
 from hydra.core.config_store import ConfigStore
 
 from ..bench.modes import BENCH_MODES
 
+
 @dataclass
 class AttnConfig:
     name: str = "mha"
     n_heads: int = 4
-    n_kv_heads: Optional[int] = None  # null = n_heads (MHA)
-    window: Optional[int] = None  # null = full causal
+    n_kv_heads: int | None = None  # null = n_heads (MHA)
+    window: int | None = None  # null = full causal
     impl: str = "sdpa"
     qkv_bias: bool = False
     dropout: float = 0.0
-    softcap: Optional[float] = None  # Gemma 2: scores -> softcap·tanh(scores/softcap); null = off
+    softcap: float | None = None  # Gemma 2: scores -> softcap·tanh(scores/softcap); null = off
     gate: str = "none"  # output gating (Qiu et al. 2025, Qwen3-Next): none | headwise | elementwise
     sinks: bool = False  # a learned sink logit per head in every softmax (gpt-oss; StreamingLLM's sink)
     # attn=mla (DeepSeek-V2 Multi-head Latent Attention); null = derived from D = d_model / n_heads
-    kv_lora_rank: Optional[int] = None  # latent dims cached per token; null = 4·D
-    q_lora_rank: Optional[int] = None  # low-rank query; null = full-rank query projection
-    qk_nope_head_dim: Optional[int] = None  # per-head position-free q/k dims; null = D
-    rope_head_dim: Optional[int] = None  # decoupled RoPE q/k dims (one key shared by all heads); null = D/2
-    v_head_dim: Optional[int] = None  # null = D
+    kv_lora_rank: int | None = None  # latent dims cached per token; null = 4·D
+    q_lora_rank: int | None = None  # low-rank query; null = full-rank query projection
+    qk_nope_head_dim: int | None = None  # per-head position-free q/k dims; null = D
+    rope_head_dim: int | None = None  # decoupled RoPE q/k dims (one key shared by all heads); null = D/2
+    v_head_dim: int | None = None  # null = D
     absorb: bool = False  # decode steps fold the up-projections into the query and output
     # attn=diff (Differential Transformer, model/differential.py): null = 0.8 - 0.6·exp(-0.3·(l-1)) per layer l
-    lambda_init: Optional[float] = None
+    lambda_init: float | None = None
     # attn=linear (Katharopoulos et al. 2020, model/linear_attention.py); set by conf/attn/linear.yaml
-    feature_map: Optional[str] = None  # elu1 | relu | taylor2
-    chunk_size: Optional[int] = None  # tokens per chunk of the parallel (training / prefill) form
-    short_conv: Optional[int] = None  # taps of a causal depthwise conv on q, k, v (Based); null = none
+    feature_map: str | None = None  # elu1 | relu | taylor2
+    chunk_size: int | None = None  # tokens per chunk of the parallel (training / prefill) form
+    short_conv: int | None = None  # taps of a causal depthwise conv on q, k, v (Based); null = none
 
 
 @dataclass
@@ -46,7 +47,7 @@ class PosConfig:
     # RoPE context extension (pos=rope only): none | linear (PI) | ntk | yarn | llama3
     scaling: str = "none"
     factor: float = 1.0  # extended length / original_context
-    original_context: Optional[int] = None  # the pre-extension length; null = model.context_length
+    original_context: int | None = None  # the pre-extension length; null = model.context_length
     low_freq_factor: float = 1.0  # llama3
     high_freq_factor: float = 4.0  # llama3
     beta_fast: float = 32.0  # yarn
@@ -81,9 +82,9 @@ class ModelConfig:
     tie_embeddings: bool = True
     # Std of the normal init of every matrix (GPT-2: 0.02; residual projections get /sqrt(2·layers)).
     # null = 1/sqrt(d_model), following the width (the `tiny` preset; see conf/model/tiny.yaml).
-    init_std: Optional[float] = 0.02
+    init_std: float | None = 0.02
     bias: bool = True  # false: no bias in any Linear or LayerNorm (nanoGPT's bias=False); needs attn.qkv_bias=false
-    final_softcap: Optional[float] = None  # Gemma 2: logits -> cap·tanh(logits/cap); null = off
+    final_softcap: float | None = None  # Gemma 2: logits -> cap·tanh(logits/cap); null = off
 
 
 @dataclass
@@ -91,24 +92,24 @@ class DeviceConfig:
     name: str = "auto"
     dtype: str = "float32"
     compile: bool = False
-    threads: Optional[int] = None  # null = leave torch's default
+    threads: int | None = None  # null = leave torch's default
     # The memory the size check (config/size.py) compares a job's estimate with; null = the device's own
     # (RAM on CPU, within cgroup/ulimit limits; total memory on CUDA). Set it to check a sweep on a login
     # node against the GPUs it will run on.
-    memory_gb: Optional[float] = None
+    memory_gb: float | None = None
 
 
 @dataclass
 class BenchConfig:
     name: str = "default"
-    modes: list = field(default_factory=lambda: list(BENCH_MODES))
+    modes: list[Any] = field(default_factory=lambda: list(BENCH_MODES))
     batch_size: int = 4
-    seq_lens: list = field(default_factory=lambda: [64, 128])
+    seq_lens: list[Any] = field(default_factory=lambda: [64, 128])
     decode_tokens: int = 16
     warmup: int = 2
     repeats: int = 10
     memory: str = "auto"  # auto (cuda counter / CPU subprocess) | subprocess | none; see bench/memory.py
-    peak_flops: Optional[float] = None  # override the measured matmul peak (FLOP/s)
+    peak_flops: float | None = None  # override the measured matmul peak (FLOP/s)
 
 
 @dataclass
@@ -126,58 +127,58 @@ class TrainConfig:
     beta2: float = 0.95
     eval_every: int = 250
     eval_batches: int = 8
-    eval_seq_lens: list = field(default_factory=list)
+    eval_seq_lens: list[Any] = field(default_factory=list)
     # val_loss_by_pos: the final validation loss in this many equal buckets of positions, at every
     # evaluation length (where past the training length a positional scheme breaks); 0 = off
     pos_buckets: int = 8
     # StreamingLLM's window attention on a model trained without it: val_loss_by_len (train.seq_len and
     # train.eval_seq_lens) evaluated with this sliding window; training and val_loss as configured. null = off
-    eval_window: Optional[int] = None
+    eval_window: int | None = None
     log_every: int = 1  # metrics.jsonl / W&B every N steps (eval steps always)
     checkpoint_every: int = 0  # 0 = only on interrupt and at the end
     resume: bool = False
     sample_tokens: int = 200
-    init_from: Optional[str] = None  # a checkpoint (or run dir) whose weights start this run: fine-tuning
+    init_from: str | None = None  # a checkpoint (or run dir) whose weights start this run: fine-tuning
 
 
 @dataclass
 class DataConfig:
     name: str = "synthetic"
-    path: Optional[str] = None
-    url: Optional[str] = None
-    sha256: Optional[str] = None
-    cache_dir: Optional[str] = None
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    cache_dir: str | None = None
     tokenizer: str = "char"
     # synthetic / mqar / mad: vocabulary (synthetic: 0 = padding; keys and values split the rest); mad: null = MAD's
-    vocab_size: Optional[int] = 17
+    vocab_size: int | None = 17
     n_pairs: int = 4  # synthetic / mqar: key-value pairs per sequence (sequence length = train.seq_len)
-    n_queries: Optional[int] = 16  # synthetic / mqar: null = n_pairs (mqar: each key once; fewer = a subset)
+    n_queries: int | None = 16  # synthetic / mqar: null = n_pairs (mqar: each key once; fewer = a subset)
     val_fraction: float = 0.1
     power_a: float = 0.01  # mqar: query gaps p(g) ∝ (g+1)^(a-1) (Zoology); 1 = uniform
     random_non_queries: bool = True  # mqar: random tokens between the queries (Zoology); false = zeros
-    train_pairs: Optional[list] = None  # mqar: training mixture of pair counts (equal shares); null = n_pairs
+    train_pairs: list[Any] | None = None  # mqar: training mixture of pair counts (equal shares); null = n_pairs
     # synthetic / mqar / mad: a fixed training set of this many sequences, read in epochs (train/pool.py);
     # null = a fresh batch every step (mad: MAD's count for the task); 0 = a fresh batch every step
-    train_examples: Optional[int] = None
-    task: Optional[str] = None  # mad: in_context_recall | fuzzy_in_context_recall | noisy_in_context_recall |
+    train_examples: int | None = None
+    task: str | None = None  # mad: in_context_recall | fuzzy_in_context_recall | noisy_in_context_recall |
     #   selective_copying | compression | memorization
     # mad: null = MAD's default for data.task (train/mad.py: MAD_DEFAULTS)
-    noise_vocab_size: Optional[int] = None
-    frac_noise: Optional[float] = None
-    k_motif_size: Optional[int] = None
-    v_motif_size: Optional[int] = None
-    num_tokens_to_copy: Optional[int] = None
+    noise_vocab_size: int | None = None
+    frac_noise: float | None = None
+    k_motif_size: int | None = None
+    v_motif_size: int | None = None
+    num_tokens_to_copy: int | None = None
 
 
 @dataclass
 class LoggerConfig:
     # Any backend: name, mode, project, tags, group. W&B only: entity and the last three (see track/loggers.py).
     name: str = "wandb"  # the backend, a name in registry.LOGGERS: wandb | none
-    mode: Optional[str] = None  # null = $WANDB_MODE or offline
+    mode: str | None = None  # null = $WANDB_MODE or offline
     project: str = "attnbench"
-    entity: Optional[str] = None
-    tags: list = field(default_factory=list)
-    group: Optional[str] = None  # null = the sweep directory (multirun), else the experiment name
+    entity: str | None = None
+    tags: list[Any] = field(default_factory=list)
+    group: str | None = None  # null = the sweep directory (multirun), else the experiment name
     init_timeout_s: float = 30.0  # online without network: give up (and log offline) after this
     finish_timeout_s: float = 60.0  # bound on the end-of-run upload and on waiting for the local file
     system_stats: bool = False  # W&B's CPU/GPU sampler; off by default so it cannot perturb CPU timings
@@ -195,11 +196,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    experiment: Optional[str] = None
-    stages: list = field(default_factory=lambda: ["bench", "train"])
+    experiment: str | None = None
+    stages: list[Any] = field(default_factory=lambda: ["bench", "train"])
     seed: int = 0
     resume: bool = False  # skip this job if its run dir already holds an ok result for this config
-    launch_id: Optional[str] = None  # the launch that started this job (track/launch.py); bookkeeping, not hashed
+    launch_id: str | None = None  # the launch that started this job (track/launch.py); bookkeeping, not hashed
 
 
 def register_schema() -> None:

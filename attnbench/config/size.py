@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -100,7 +100,7 @@ def workloads(spec: Any, elem: int) -> list[tuple[int, str]]:
     return out
 
 
-def data_vocab(cfg: Any) -> Optional[int]:
+def data_vocab(cfg: Any) -> int | None:
     """The vocabulary the job's data will give the model (it replaces model.vocab_size when the job
     trains), known before loading it: data=synthetic's data.vocab_size, 256 for bytes, a char corpus's
     distinct characters when the file is here (validation reads it anyway); None: not known here
@@ -116,7 +116,7 @@ def data_vocab(cfg: Any) -> Optional[int]:
     return _char_vocab(str(path), *_stamp(path)) if path is not None else None
 
 
-def _corpus_path(d: Any) -> Optional[Any]:
+def _corpus_path(d: Any) -> Any | None:
     from pathlib import Path
 
     if d.get("path"):
@@ -136,9 +136,11 @@ def _stamp(path: Any) -> tuple[int, int]:
 @functools.lru_cache(maxsize=16)
 def _char_vocab(path: str, size: int, mtime_ns: int) -> int:
     """Distinct characters of a corpus (cached by path, size and mtime: a sweep reads it once)."""
+    from pathlib import Path
+
     from ..train.data import read_corpus
 
-    return len(set(read_corpus(path, "char")))
+    return len(set(read_corpus(Path(path), "char")))
 
 
 def gib(n: float) -> str:
@@ -148,8 +150,8 @@ def gib(n: float) -> str:
     return f"{int(n)} B"
 
 
-def check_size(spec: Any, device_type: str, memory: Optional[int], where: str,
-               est: Optional[MemoryEstimate] = None) -> Optional[MemoryEstimate]:
+def check_size(spec: Any, device_type: str, memory: int | None, where: str,
+               est: MemoryEstimate | None = None) -> MemoryEstimate | None:
     """Raise ConfigError (one line: the keys, the estimate and the memory) when the job cannot fit in
     `memory` bytes; `where` names that memory ("of RAM on this machine"). memory=None: not checked."""
     if memory is None:
@@ -170,7 +172,7 @@ def check_size(spec: Any, device_type: str, memory: Optional[int], where: str,
                       "or set device.memory_gb")
 
 
-def budget(cfg: Any, device: Any, target: Optional[Any] = None) -> tuple[Optional[int], str]:
+def budget(cfg: Any, device: Any, target: Any | None = None) -> tuple[int | None, str]:
     """(bytes, what they are) a job may use: device.memory_gb when set; else, for a job submitted to
     another machine (device.Target), what that machine is known to have (None: left to the job);
     else this device's memory (device.memory_bytes)."""
@@ -184,7 +186,7 @@ def budget(cfg: Any, device: Any, target: Optional[Any] = None) -> tuple[Optiona
     return memory_bytes(device), "of GPU memory" if device.type == "cuda" else "of RAM on this machine"
 
 
-def check_fits(spec: Any, device: Any, target: Optional[Any] = None) -> Optional[MemoryEstimate]:
+def check_fits(spec: Any, device: Any, target: Any | None = None) -> MemoryEstimate | None:
     """The size check of a resolved spec against its budget (the job, with the data's vocabulary,
     before it builds the model)."""
     memory, where = budget(spec.cfg, device, target)
@@ -194,7 +196,7 @@ def check_fits(spec: Any, device: Any, target: Optional[Any] = None) -> Optional
 _ESTIMATES: dict[str, tuple[Any, MemoryEstimate]] = {}  # what the estimate reads -> (spec, estimate)
 
 
-def check_config_fits(cfg: Any, device: Any, target: Optional[Any] = None) -> Optional[MemoryEstimate]:
+def check_config_fits(cfg: Any, device: Any, target: Any | None = None) -> MemoryEstimate | None:
     """The size check of a composed config (validate()). Resolving a spec costs ~15 ms, so specs are
     cached by what the estimate reads: a sweep's jobs that differ in seed or learning rate share one."""
     import json

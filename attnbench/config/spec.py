@@ -12,50 +12,29 @@ positional scheme its maximum length, the head layout its KV heads); this module
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ..model.gating import gate_dim
 from ..model.layout import MLADims, resolve_layout, rotary_dim
 from ..registry import FFNS, POSITIONAL
+from ..spec import Spec as Spec  # defined in the leaf module attnbench/spec.py; public here too
 from .naming import config_hash, variant_name
 
 
-@dataclass(frozen=True)
-class Spec:
-    cfg: DictConfig  # read-only copy of the job's config, model.vocab_size resolved
-    variant: str
-    config_hash: str  # of the config as composed (what sweep resume and checkpoints compare)
-    vocab_size: int
-    d_model: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int  # MHA: n_heads; GQA: attn.n_kv_heads; MQA: 1 (attn=mla: n_heads, unused)
-    head_dim: int  # d_model / n_heads
-    rotary_dim: int  # channels per head RoPE rotates (attn=mla: its rope_head_dim)
-    ffn_hidden: int
-    ffn_matrices: int
-    init_std: float  # model.init_std, or 1/sqrt(d_model) when null
-    context_length: int
-    max_positions: Optional[int]  # the positional scheme's limit (learned: context_length); None = any
-    window: Optional[int]
-    mla: Optional[MLADims] = None  # attn=mla's resolved latent sizes
-    gate_dim: int = 0  # attn.gate's projection width: 0 none, H headwise, H·D elementwise (model/gating.py)
-
-
-def resolve_init_std(cfg: Any) -> float:
+def resolve_init_std(cfg: DictConfig) -> float:
     """model.init_std, or 1/sqrt(model.d_model) when it is null, so the init follows the width."""
     std = cfg.model.get("init_std")
     return float(std) if std is not None else float(cfg.model.d_model) ** -0.5
 
 
-def resolve_spec(cfg: Any, vocab_size: Optional[int] = None) -> Spec:
+def resolve_spec(cfg: DictConfig, vocab_size: int | None = None) -> Spec:
     """The spec of a composed, validated config; `vocab_size` is the data's when it is known."""
     m, a = cfg.model, cfg.attn
     vocab = int(vocab_size if vocab_size is not None else m.vocab_size)
     frozen = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(frozen, DictConfig)  # a DictConfig's container is a dict
     frozen.model.vocab_size = vocab
     OmegaConf.set_readonly(frozen, True)
     ffn = FFNS.get(cfg.ffn.name)

@@ -3,7 +3,8 @@ failure is a `ConfigError` with one line that names the config key and the allow
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -12,32 +13,36 @@ from ..errors import ConfigError
 from .compose import AXES, group_options
 from .schema import Config
 
+
 def _choose(key: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value}: not allowed; choose from [{', '.join(map(str, allowed))}]")
 
 
-def _positive(key: str, value: Optional[int], allow_none: bool = False) -> None:
+def _positive(key: str, value: int | None, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{key}={value}: must be an integer >= 1")
 
 
-def validate(cfg: DictConfig, target: Optional[Any] = None) -> None:
+def validate(cfg: DictConfig, target: Any | None = None) -> None:
     """Local and cross-axis checks, then the size check; raises ConfigError with a one-line message.
     `target` (device.Target): the machine the job will run on when that is not this one (a SLURM
     sweep checked on its login node, sweep/precheck.py); None = this machine."""
-    from .. import model  # noqa: F401  (importing the model package fills the registries)
-    from .. import registry
-    from ..model.layout import resolve_layout
+    from .. import (
+        model,  # noqa: F401  (importing the model package fills the registries)
+        registry,
+    )
     from ..model import gating, sinks
+    from ..model.layout import resolve_layout
+    from ..model.mechanism import config_problem as mechanism_problem
+    from ..model.mechanism import mechanism_of
     from ..model.mla import config_problem as mla_config_problem
-    from ..model.mechanism import config_problem as mechanism_problem, mechanism_of
 
     m, a = cfg.model, cfg.attn
     _check_known_keys(cfg)
-    registered = {"pos": registry.POSITIONAL, "norm": registry.NORMS, "ffn": registry.FFNS}
+    registered: dict[str, registry.Registry[Any]] = {"pos": registry.POSITIONAL, "norm": registry.NORMS, "ffn": registry.FFNS}
     for group in AXES:
         name = cfg[group].name
         # A component registered from outside the package (docs/extending.md) is a valid choice
@@ -101,7 +106,7 @@ def validate(cfg: DictConfig, target: Optional[Any] = None) -> None:
     _check_size(cfg, device, target)
 
 
-def _job_device(cfg: DictConfig, target: Optional[Any]) -> Any:
+def _job_device(cfg: DictConfig, target: Any | None) -> Any:
     """The job's device: resolved here, or the one of the machine it is submitted to (not checked for
     availability here, as a login node has no GPU)."""
     import torch
@@ -113,7 +118,7 @@ def _job_device(cfg: DictConfig, target: Optional[Any]) -> Any:
     return resolve_device(cfg.device)
 
 
-def _check_size(cfg: DictConfig, device: Any, target: Optional[Any]) -> None:
+def _check_size(cfg: DictConfig, device: Any, target: Any | None) -> None:
     from .size import check_config_fits
 
     check_config_fits(cfg, device, target)

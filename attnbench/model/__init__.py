@@ -1,17 +1,17 @@
 """Model construction from a composed config."""
 from __future__ import annotations
 
-from typing import Any, Optional
-
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from . import ffn, ffn_none, kernels, norm, position  # noqa: F401  (importing a component registers it)
 from .gpt import GPT
 from .mechanism import mechanism_of
+from .tags import group_of
 
 
-def build_model(cfg: Any, vocab_size: Optional[int] = None) -> GPT:
+def build_model(cfg: DictConfig, vocab_size: int | None = None) -> GPT:
     """The GPT for a composed (and validated) config, or for a resolved spec, on CPU in fp32.
 
     `vocab_size` is the data's vocabulary when the data is known (train.data.prepare_data).
@@ -31,11 +31,11 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
     attention count as attention. Untagged parameters count as head."""
     groups = {"embedding": 0, "attention": 0, "ffn": 0, "norm": 0, "head": 0}
     seen: set[int] = set()
-    for prefix, module in _outermost_tagged(model):
+    for _prefix, module in _outermost_tagged(model):
         for p in module.parameters():
             if id(p) not in seen:
                 seen.add(id(p))
-                groups[module.param_group] += p.numel()
+                groups[str(group_of(module))] += p.numel()
     groups["head"] += sum(p.numel() for p in model.parameters() if id(p) not in seen)
     groups["total"] = sum(groups.values())
     groups["non_embedding"] = groups["total"] - groups["embedding"]
@@ -45,12 +45,12 @@ def param_breakdown(model: nn.Module) -> dict[str, int]:
 def _outermost_tagged(model: nn.Module) -> list[tuple[str, nn.Module]]:
     tagged: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():  # parents come before their children
-        if hasattr(module, "param_group") and not any(name.startswith(p + ".") for p, _ in tagged):
+        if group_of(module) is not None and not any(name.startswith(p + ".") for p, _ in tagged):
             tagged.append((name, module))
     return tagged
 
 
-def kv_cache_bytes_per_token(cfg: Any, bytes_per_element: int = 4) -> int:
+def kv_cache_bytes_per_token(cfg: DictConfig, bytes_per_element: int = 4) -> int:
     """2 (k and v) · layers · n_kv_heads · head_dim · bytes per element;
     attn=mla: layers · (kv_lora_rank + rope_head_dim) · bytes (the latent and the shared RoPE key).
     Takes a resolved spec or a config."""
@@ -65,7 +65,7 @@ def kv_cache_bytes_per_token(cfg: Any, bytes_per_element: int = 4) -> int:
     return 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * bytes_per_element
 
 
-def recurrent_state_bytes(cfg: Any, bytes_per_element: int = 4) -> int:
+def recurrent_state_bytes(cfg: DictConfig, bytes_per_element: int = 4) -> int:
     """Decoding-state bytes per sequence that do not grow with its length (all layers): attn=linear's
     S and z; 0 for attention with a KV cache. Takes a resolved spec or a config."""
     from ..config.spec import as_spec

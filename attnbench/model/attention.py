@@ -3,14 +3,16 @@ number, `n_kv_heads`), positional hooks, a pluggable kernel and a KV cache."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
+from .cache import Cache
 from .gating import OutputGate
 from .kernels import Kernel, MaskSpec, allowed_mask, default_scale
 from .position import Rotary, apply_rotary
+from .tags import mark_residual
 
 
 @dataclass
@@ -18,23 +20,22 @@ class AttnContext:
     """Per-forward inputs shared by every layer (computed once by the GPT)."""
 
     spec: MaskSpec
-    rot: Optional[Rotary] = None  # RoPE (cos, sin), each (T, D)
-    bias: Optional[Tensor] = None  # ALiBi (H, T, S)
+    rot: Rotary | None = None  # RoPE (cos, sin), each (T, D)
+    bias: Tensor | None = None  # ALiBi (H, T, S)
 
 
-class KVCache:
+class KVCache(Cache):
     """Pre-allocated keys and values for every layer: (L, B, Hkv, max_len, D) each.
 
     GQA/MQA store only their n_kv_heads. `pos` counts the tokens already cached;
     the GPT advances it after a chunk has gone through every layer."""
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype) -> None:
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.pos = 0
+        super().__init__(max_len)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write a chunk's k, v (B, Hkv, T, D); return everything cached so far (B, Hkv, S, D)."""
@@ -44,18 +45,8 @@ class KVCache:
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
-    def advance(self, T: int) -> None:
-        self.pos += T
-
-    def snapshot(self) -> int:
-        return self.pos
-
-    def restore(self, snap: int) -> None:
-        """Back to a snapshot: what was written after it is overwritten by the next update."""
-        self.pos = snap
-
-    def nbytes(self) -> int:
-        return self.k.numel() * self.k.element_size() * 2
+    def tensors(self) -> tuple[Tensor, ...]:
+        return self.k, self.v
 
 
 class CausalSelfAttention(nn.Module):
@@ -63,11 +54,11 @@ class CausalSelfAttention(nn.Module):
 
     param_group = "attention"
 
-    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, window: Optional[int] = None,
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, window: int | None = None,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
-                 q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None,
-                 softcap: Optional[float] = None, out_bias: bool = True,
-                 gate: Optional[OutputGate] = None, sinks: bool = False):
+                 q_norm: nn.Module | None = None, k_norm: nn.Module | None = None,
+                 softcap: float | None = None, out_bias: bool = True,
+                 gate: OutputGate | None = None, sinks: bool = False) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
@@ -76,7 +67,7 @@ class CausalSelfAttention(nn.Module):
         # the layout, never on the kernel, so state_dicts move between kernels.
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=qkv_bias)
         self.out = nn.Linear(d_model, d_model, bias=out_bias)  # out_bias=False: model.bias=false
-        self.out.residual_proj = True
+        mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
         self.scale = default_scale(self.head_dim)
         # QK-norm (norm.qk_norm): one norm over head_dim shared by all heads, as Qwen3 (state_dict
@@ -85,21 +76,22 @@ class CausalSelfAttention(nn.Module):
         self.softcap = softcap
         self.gate = gate  # attn.gate: σ(x W_g) on the heads' outputs before `out` (model/gating.py)
         # attn.sinks: one learned logit per head in every softmax (model/sinks.py), 0 = "softmax off by one"
-        self.sinks = nn.Parameter(torch.zeros(n_heads)) if sinks else None
-        self.record_first_token = False  # set by model.probes.first_token_attention
-        self.first_token: Optional[Tensor] = None
-        self.record_max_logit = False  # set by max_attention_logit()
-        self.max_logit: Optional[Tensor] = None
+        self.sinks: nn.Parameter | None = nn.Parameter(torch.zeros(n_heads)) if sinks else None
+        self.record_first_token: bool = False  # set by model.probes.first_token_attention
+        self.first_token: Tensor | None = None
+        self.record_max_logit: bool = False  # set by max_attention_logit()
+        self.max_logit: Tensor | None = None
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         spec = MaskSpec(causal=ctx.spec.causal, window=self.window, q_offset=ctx.spec.q_offset)
         if self.kernel.owns_projection:
-            return self.resid_drop(self.kernel.module_forward(self, x, spec, ctx.bias))
+            projected: Tensor = self.resid_drop(self.kernel.module_forward(self, x, spec, ctx.bias))
+            return projected
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
         q, k = q.view(B, T, H, D), k.view(B, T, Hkv, D)
-        if self.q_norm is not None:  # per head, after the projection and before RoPE (Qwen3)
+        if self.q_norm is not None and self.k_norm is not None:  # per head, after the projection and before RoPE (Qwen3)
             q, k = self.q_norm(q), self.k_norm(k)
         q = q.transpose(1, 2)  # (B, H, T, D)
         k = k.transpose(1, 2)  # (B, Hkv, T, D)
@@ -113,23 +105,24 @@ class CausalSelfAttention(nn.Module):
             self.max_logit = max_logit(q, k, spec, self.scale)
         extra = self._kernel_extras()
         if self.record_first_token:
-            self.first_token = first_token_mass(q, k, spec, self.scale, ctx.bias, **extra)
-        y = self.kernel(q, k, v, spec=spec, bias=ctx.bias, scale=self.scale, dropout=drop, **extra)  # (B, H, T, D)
+            self.first_token = first_token_mass(q, k, spec, self.scale, ctx.bias, self.softcap, self.sinks)
+        y: Tensor = self.kernel(q, k, v, spec=spec, bias=ctx.bias, scale=self.scale, dropout=drop, **extra)  # (B, H, T, D)
         y = y.transpose(1, 2)  # (B, T, H, D)
         if self.gate is not None:
             y = self.gate(x, y)
-        return self.resid_drop(self.out(y.reshape(B, T, C)))
+        out: Tensor = self.resid_drop(self.out(y.reshape(B, T, C)))
+        return out
 
-    def _kernel_extras(self) -> dict:
+    def _kernel_extras(self) -> dict[str, float | Tensor]:
         """softcap= and sinks=, only when set: only kernels that declare them take them."""
-        extra = {"softcap": self.softcap} if self.softcap is not None else {}
+        extra: dict[str, float | Tensor] = {"softcap": self.softcap} if self.softcap is not None else {}
         if self.sinks is not None:
             extra["sinks"] = self.sinks
         return extra
 
 
-def first_token_mass(q: Tensor, k: Tensor, spec: MaskSpec, scale: float, bias: Optional[Tensor],
-                     softcap: Optional[float] = None, sinks: Optional[Tensor] = None) -> Tensor:
+def first_token_mass(q: Tensor, k: Tensor, spec: MaskSpec, scale: float, bias: Tensor | None,
+                     softcap: float | None = None, sinks: Tensor | None = None) -> Tensor:
     """Mean attention probability on key 0 (the first token) per head, over the batch and the queries
     at positions >= 1 that may see it (query 0 can attend nowhere else); (H,), nan if none may.
     The attention-sink measure of Xiao et al. 2023 and Qiu et al. 2025. q (B, H, T, D), k (B, Hkv, S, D)."""
@@ -156,8 +149,15 @@ def max_logit(q: Tensor, k: Tensor, spec: MaskSpec, scale: float) -> Tensor:
     return scores.masked_fill(~allowed_mask(T, S, spec, q.device), 0.0).amax()
 
 
+class LogitRecorder(Protocol):
+    """An attention module that can record its largest logit (CausalSelfAttention, MLA, differential)."""
+
+    record_max_logit: bool
+    max_logit: Tensor | None
+
+
 @torch.no_grad()
-def max_attention_logit(model: nn.Module, idx: Tensor) -> Optional[float]:
+def max_attention_logit(model: nn.Module, idx: Tensor) -> float | None:
     """The largest attention logit |q·k|/sqrt(D) of any layer and head on `idx` (B, T), in eval mode.
 
     The quantity whose growth Wortsman et al. 2023 ("Small-scale proxies for large-scale Transformer
@@ -165,7 +165,7 @@ def max_attention_logit(model: nn.Module, idx: Tensor) -> Optional[float]:
     Any attention module with a `record_max_logit` flag takes part; costs one extra (T, S) score
     matrix per layer, so call it on one batch at evaluation time, not every step. None when no layer
     exposes q and k (attn.impl=torch_mha projects inside the kernel; modules without the flag)."""
-    layers = [m for m in model.modules() if hasattr(m, "record_max_logit")]
+    layers = [cast(LogitRecorder, m) for m in model.modules() if hasattr(m, "record_max_logit")]
     if not layers:
         return None
     was_training = model.training

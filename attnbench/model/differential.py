@@ -20,15 +20,17 @@ rotates 2·H heads of d dims), so with pos=rope d must be even.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..spec import Spec
 from .attention import AttnContext, KVCache, max_logit
 from .kernels import Kernel, MaskSpec
 from .mechanism import Mechanism, register
 from .position import Rotary, apply_rotary
+from .tags import mark_residual
 
 
 def paper_lambda_init(layer: int) -> float:
@@ -46,10 +48,11 @@ class DifferentialAttention(nn.Module):
     """Parameter names: qkv (fused, MHA shapes), lambda_q1/k1/q2/k2 (d,), subln (RMSNorm over D), out."""
 
     param_group = "attention"
+    halves: Tensor  # buffer (2, D)
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, kernel: Kernel, lambda_init: float,
-                 window: Optional[int] = None, qkv_bias: bool = False, dropout: float = 0.0,
-                 resid_dropout: float = 0.0, softcap: Optional[float] = None, out_bias: bool = True,
+                 window: int | None = None, qkv_bias: bool = False, dropout: float = 0.0,
+                 resid_dropout: float = 0.0, softcap: float | None = None, out_bias: bool = True,
                  eps: float = 1e-5):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
@@ -57,7 +60,7 @@ class DifferentialAttention(nn.Module):
         D, d = self.head_dim, self.head_dim // 2
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * D, bias=qkv_bias)
         self.out = nn.Linear(d_model, d_model, bias=out_bias)
-        self.out.residual_proj = True
+        mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
         self.lambda_q1, self.lambda_k1, self.lambda_q2, self.lambda_k2 = (
             nn.Parameter(torch.randn(d) * 0.1) for _ in range(4))
@@ -68,14 +71,14 @@ class DifferentialAttention(nn.Module):
         # row 0 keeps q_1 (second half zeroed), row 1 keeps q_2
         self.register_buffer("halves", torch.stack([first, ~first]).float(), persistent=False)  # (2, D)
         self.record_max_logit = False  # set by attention.max_attention_logit
-        self.max_logit: Optional[Tensor] = None
+        self.max_logit: Tensor | None = None
 
     def lam(self) -> Tensor:
         """λ = exp(λ_q1 · λ_k1) − exp(λ_q2 · λ_k2) + λ_init (a 0-d tensor, fp32)."""
         return (torch.exp((self.lambda_q1 * self.lambda_k1).sum().float())
                 - torch.exp((self.lambda_q2 * self.lambda_k2).sum().float()) + self.lambda_init)
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
@@ -90,7 +93,7 @@ class DifferentialAttention(nn.Module):
         y = self.attend(q, k, v, spec, ctx.bias)  # (B, H, T, D)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, bias: Optional[Tensor]) -> Tensor:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
         """The attention proper, q (B, H, T, D), k, v (B, Hkv, S, D) → normalised heads (B, H, T, D):
         the two maps in one kernel call, their difference, RMSNorm, (1 − λ_init). What the benchmark
         (benchmarks/mechanisms.py) compares with one SDPA call of the same shape."""
@@ -119,7 +122,7 @@ class Differential(Mechanism):
     kernel_needs_gqa = True  # the two maps are 2·H query heads on the KV heads
 
     @classmethod
-    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def _extra_unsupported(cls, cfg: DictConfig, kernel: Kernel) -> str | None:
         from ..registry import POSITIONAL
 
         D = cfg.model.d_model // cfg.attn.n_heads
@@ -135,7 +138,7 @@ class Differential(Mechanism):
         return None
 
     @classmethod
-    def build(cls, spec: Any, kernel: Kernel, layer: int) -> nn.Module:
+    def build(cls, spec: Spec, kernel: Kernel, layer: int) -> nn.Module:
         a, m = spec.cfg.attn, spec.cfg.model
         lam = paper_lambda_init(layer) if a.lambda_init is None else float(a.lambda_init)
         return DifferentialAttention(spec.d_model, spec.n_heads, spec.n_kv_heads, kernel, lam, a.window,
@@ -143,7 +146,7 @@ class Differential(Mechanism):
                                      bool(m.bias), float(spec.cfg.norm.eps))
 
     @classmethod
-    def attention_flops(cls, spec: Any, keys: float, decode: bool) -> float:
+    def attention_flops(cls, spec: Spec, keys: float, decode: bool) -> float:
         """2·H heads of D dims scoring (the zeroed half included) and weighting V: 2 × MHA's 2·2·H·D·k̄.
         The written-out formula needs 2·H·d·k̄·2 for the scores and 2·2·H·D·k̄ for the two AVs (1.5 × MHA)."""
         return 2 * (2 * 2 * spec.n_heads * spec.head_dim * keys)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import FFNS
+from .tags import mark_residual
 
 GELU_APPROXIMATIONS = ("none", "tanh")  # F.gelu's `approximate` argument
 
@@ -44,7 +45,7 @@ class MLP(nn.Module):
         self.approximate = approximate
         self.up = nn.Linear(d_model, hidden, bias=bias)
         self.down = nn.Linear(hidden, d_model, bias=bias)
-        self.down.residual_proj = True  # scaled init (GPT-2)
+        mark_residual(self.down)  # scaled init (GPT-2)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, C)
@@ -85,7 +86,7 @@ class GatedFFN(nn.Module):
         self.gate = nn.Linear(d_model, hidden, bias=False)
         self.up = nn.Linear(d_model, hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
-        self.down.residual_proj = True
+        mark_residual(self.down)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, T, C)

@@ -12,13 +12,14 @@ q_proj; it starts like every Linear (N(0, init std)), so every gate opens at abo
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections.abc import Callable
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 # gate kind -> its width for H heads of D channels; "none" = no gate
-GATES = {"none": lambda H, D: 0, "headwise": lambda H, D: H, "elementwise": lambda H, D: H * D}
+GATES: dict[str, Callable[[int, int], int]] = {"none": lambda H, D: 0, "headwise": lambda H, D: H, "elementwise": lambda H, D: H * D}
 
 
 def gate_dim(kind: str, n_heads: int, head_dim: int) -> int:
@@ -34,7 +35,7 @@ class OutputGate(nn.Module):
         self.kind, self.n_heads = kind, n_heads
         self.proj = nn.Linear(d_model, gate_dim(kind, n_heads, head_dim), bias=bias)
         self.record = False  # set by model.probes: keep the mean gate value of the last forward
-        self.mean_gate: Optional[Tensor] = None
+        self.mean_gate: Tensor | None = None
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """x (B, T, C) the block input, y (B, T, H, D) the heads' outputs → gated y (B, T, H, D)."""
@@ -45,7 +46,7 @@ class OutputGate(nn.Module):
         return y * g
 
 
-def build_gate(cfg: Any, d_model: int, n_heads: int, head_dim: int) -> Optional[OutputGate]:
+def build_gate(cfg: DictConfig, d_model: int, n_heads: int, head_dim: int) -> OutputGate | None:
     """The gate attn.gate asks for, or None (attn.gate=none)."""
     kind = cfg.attn.get("gate", "none")
     if kind == "none":
@@ -53,7 +54,7 @@ def build_gate(cfg: Any, d_model: int, n_heads: int, head_dim: int) -> Optional[
     return OutputGate(d_model, n_heads, head_dim, kind, bias=bool(cfg.attn.qkv_bias))
 
 
-def config_problem(cfg: Any) -> Optional[str]:
+def config_problem(cfg: DictConfig) -> str | None:
     """One line naming the keys when attn.gate cannot work with this config, else None."""
     kind = cfg.attn.get("gate", "none")
     if kind not in GATES:

@@ -7,38 +7,39 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import TYPE_CHECKING, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import FFNS, NORMS, POSITIONAL
+from ..spec import Spec
+from . import differential, linear_attention, mla  # noqa: F401  (importing a mechanism registers it)
 from .attention import AttnContext, CausalSelfAttention, KVCache
+from .cache import Cache
 from .gating import build_gate
 from .kernels import MaskSpec, get_kernel
-from . import differential, linear_attention, mla  # noqa: F401  (importing a mechanism registers it)
 from .mechanism import mechanism_of
-
-if TYPE_CHECKING:
-    from ..config.spec import Spec
+from .tags import is_residual, tag_group
 
 
 class Block(nn.Module):
     """Pre-LN: x + f(norm(x)) (GPT-2). Post-LN: norm(x + f(x)) (Vaswani et al. 2017)."""
 
-    def __init__(self, attn: nn.Module, ffn: Optional[nn.Module], norm1: nn.Module, norm2: Optional[nn.Module],
+    def __init__(self, attn: nn.Module, ffn: nn.Module | None, norm1: nn.Module, norm2: nn.Module | None,
                  placement: str):
         super().__init__()
         self.attn, self.norm1 = attn, norm1
-        self.ffn, self.norm2 = (ffn, norm2) if ffn is not None else (None, None)  # ffn=none: attention only
+        self.ffn: nn.Module | None = ffn  # None: ffn=none, attention only (then no second norm either)
+        self.norm2: nn.Module | None = norm2 if ffn is not None else None
         self.pre = placement == "pre"
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[KVCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        ffn, norm2 = self.ffn, self.norm2
         if self.pre:
             x = x + self.attn(self.norm1(x), ctx, cache, layer)
-            return x if self.ffn is None else x + self.ffn(self.norm2(x))
+            return x if ffn is None or norm2 is None else x + ffn(norm2(x))
         x = self.norm1(x + self.attn(x, ctx, cache, layer))
-        return x if self.ffn is None else self.norm2(x + self.ffn(x))
+        return x if ffn is None or norm2 is None else norm2(x + ffn(x))
 
 
 class GPT(nn.Module):
@@ -54,7 +55,7 @@ class GPT(nn.Module):
         self.head_dim = spec.head_dim
         self.pre_norm = cfg.norm.placement == "pre"
         self.wte = nn.Embedding(spec.vocab_size, d)
-        self.wte.param_group = "embedding"
+        tag_group(self.wte, "embedding")
         self.pos = POSITIONAL.get(cfg.pos.name).from_spec(spec)
         self.drop = nn.Dropout(m.dropout)
         norm = partial(NORMS.get(cfg.norm.name), bias=bias)
@@ -87,7 +88,7 @@ class GPT(nn.Module):
         # Post-LN blocks already end in a norm; a final norm is the pre-LN convention.
         self.norm_f = norm(d, cfg.norm.eps) if self.pre_norm else nn.Identity()
         self.lm_head = nn.Linear(d, spec.vocab_size, bias=False)
-        self.lm_head.param_group = "head"
+        tag_group(self.lm_head, "head")
         if m.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         self.final_softcap = m.final_softcap  # Gemma 2 logit soft-capping; None = off
@@ -101,15 +102,15 @@ class GPT(nn.Module):
         """GPT-2 init: N(0, model.init_std); residual output projections scaled by 1/sqrt(2·layers)."""
         std = self.init_std
         if isinstance(module, nn.Linear):
-            std = std / math.sqrt(2 * self.n_layers) if getattr(module, "residual_proj", False) else std
+            std = std / math.sqrt(2 * self.n_layers) if is_residual(module) else std
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
-    def init_cache(self, batch_size: int, max_len: int, device: Optional[torch.device] = None,
-                   dtype: Optional[torch.dtype] = None) -> KVCache:
+    def init_cache(self, batch_size: int, max_len: int, device: torch.device | None = None,
+                   dtype: torch.dtype | None = None) -> Cache:
         """An empty KV cache for `max_len` tokens; GQA/MQA store only n_kv_heads. attn=linear: its
         constant recurrent state (model/linear_attention.py), whatever `max_len`."""
         kernel = getattr(self.blocks[0].attn, "kernel", None)  # attn=linear has none
@@ -129,7 +130,7 @@ class GPT(nn.Module):
         return KVCache(self.n_layers, batch_size, self.n_kv_heads, max_len, self.head_dim,
                        device or ref.device, dtype or ref.dtype)
 
-    def forward(self, idx: Tensor, cache: Optional[KVCache] = None) -> Tensor:
+    def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
         """idx (B, T) → logits (B, T, vocab). With a cache: logits for this chunk only,
         positions continue after what the cache holds, and the cache is updated."""
         B, T = idx.shape

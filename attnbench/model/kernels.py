@@ -15,27 +15,43 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..registry import KERNELS
 from . import sinks as _sinks  # attn.sinks inside the kernels
-from .masks import MaskSpec, additive_mask, allowed_mask  # re-exported: kernels.MaskSpec is public
+from .masks import MaskSpec as MaskSpec  # re-exported: kernels.MaskSpec is public
+from .masks import additive_mask as additive_mask
+from .masks import allowed_mask as allowed_mask
+
+if TYPE_CHECKING:
+    from torch.nn.attention.flex_attention import BlockMask
 
 ALL_DEVICES = frozenset({"cpu", "cuda", "mps"})
+
+
+class ProjectedAttention(Protocol):
+    """What a kernel that `owns_projection` reads of the attention module (CausalSelfAttention)."""
+
+    n_heads: int
+    dropout: float
+    training: bool
+    qkv: nn.Linear
+    out: nn.Linear
 
 
 class Kernel:
     """Base class: capability flags + the check that turns them into config errors."""
 
     name = "base"
-    devices: frozenset = ALL_DEVICES
-    backward_devices: frozenset = ALL_DEVICES
+    devices: frozenset[str] = ALL_DEVICES
+    backward_devices: frozenset[str] = ALL_DEVICES
     supports_bias = True
     supports_window = True
     supports_gqa = True
@@ -48,7 +64,7 @@ class Kernel:
     owns_projection = False  # True: the kernel runs the projections itself (nn.MultiheadAttention)
     compiles_itself = False  # True: the kernel calls torch.compile on its own (flex)
 
-    def unsupported(self, req: "Requirements") -> Optional[str]:
+    def unsupported(self, req: Requirements) -> str | None:
         """One-line reason this kernel cannot serve what a job requires, or None."""
         if req.device not in self.devices:
             return f"not available on {req.device} (runs on {sorted(self.devices)})"
@@ -76,8 +92,17 @@ class Kernel:
             return f"has no backward on {req.device}, so no training; use stages=[bench]"
         return self._extra_unsupported(req)
 
-    def _extra_unsupported(self, req: "Requirements") -> Optional[str]:
+    def _extra_unsupported(self, req: Requirements) -> str | None:
         return None
+
+    # (B, H, T, D) from q (B, H, T, D), k/v (B, Hkv, S, D). The keywords each kernel takes are its own
+    # (softcap=, sinks= only where it supports them), hence the open signature here.
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        raise NotImplementedError
+
+    def module_forward(self, attn: ProjectedAttention, x: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
+        """(B, T, C) -> (B, T, C) with the module's own weights: only kernels that `owns_projection`."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -102,14 +127,14 @@ class Requirements:
     attn: str = ""
 
 
-def softcap_scores(scores: Tensor, softcap: Optional[float]) -> Tensor:
+def softcap_scores(scores: Tensor, softcap: float | None) -> Tensor:
     """Gemma 2 soft-capping: softcap · tanh(scores / softcap), smooth and bounded in (-cap, cap)."""
     return scores if softcap is None else softcap * torch.tanh(scores / softcap)
 
 
-def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
-                     scale: float, dropout: float = 0.0, softcap: Optional[float] = None,
-                     sinks: Optional[Tensor] = None) -> Tensor:
+def manual_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None,
+                     scale: float, dropout: float = 0.0, softcap: float | None = None,
+                     sinks: Tensor | None = None) -> Tensor:
     """Explicit softmax(cap(q kᵀ · scale) + bias, masked) v. GQA by a grouped reshape (no K/V copy).
     The cap acts on q kᵀ · scale only, before bias and mask (as Gemma 2 caps before its mask).
     `sinks` (H,): one more softmax column per head holding its sink logit, dropped after the softmax."""
@@ -141,13 +166,14 @@ class ManualKernel(Kernel):
     supports_softcap = True
     supports_sinks = True
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None, sinks=None):
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None, scale: float,
+                 dropout: float = 0.0, softcap: float | None = None, sinks: Tensor | None = None) -> Tensor:
         return manual_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout, softcap=softcap,
                                 sinks=sinks)
 
 
-def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor],
-                   scale: float, dropout: float = 0.0, sinks: Optional[Tensor] = None) -> Tensor:
+def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None,
+                   scale: float, dropout: float = 0.0, sinks: Tensor | None = None) -> Tensor:
     """F.scaled_dot_product_attention with the cheapest correct mask (`sinks`: model/sinks.py).
 
     `is_causal=True` is only used when T == S and no offset: SDPA aligns its causal
@@ -155,12 +181,12 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Opt
     if sinks is not None:
         return _sinks.sdpa_with_sinks(q, k, v, spec=spec, bias=bias, scale=scale, sinks=sinks, dropout=dropout)
     T, S = q.shape[2], k.shape[2]
-    kw = dict(scale=scale, dropout_p=dropout, enable_gqa=k.shape[1] != q.shape[1])
+    gqa = k.shape[1] != q.shape[1]
     plain = bias is None and spec.window is None and spec.causal
     if plain and spec.q_offset == 0 and T == S:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout, scale=scale, enable_gqa=gqa)
     if plain and T == 1 and spec.q_offset + 1 == S:  # one decode step sees every cached key
-        return F.scaled_dot_product_attention(q, k, v, **kw)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scale, enable_gqa=gqa)
     if bias is None:
         mask = allowed_mask(T, S, spec, q.device)  # (T, S) bool
     else:
@@ -168,7 +194,7 @@ def sdpa_attention(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Opt
         # bias is not rounded to bf16. CUDA's efficient kernel rejects a bias whose dtype is not q's.
         mask_dtype = torch.float32 if q.device.type == "cpu" else q.dtype
         mask = additive_mask(T, S, spec, bias, mask_dtype, q.device)  # (H, T, S)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **kw)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=gqa)
 
 
 @KERNELS.register("sdpa")
@@ -176,10 +202,11 @@ class SDPAKernel(Kernel):
     """PyTorch SDPA; PyTorch picks the backend (flash / efficient / math)."""
 
     name = "sdpa"
-    backend: Optional[SDPBackend] = None
+    backend: SDPBackend | None = None
     supports_sinks = True  # as one padded sink key (model/sinks.py)
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, sinks=None):
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None, scale: float,
+                 dropout: float = 0.0, sinks: Tensor | None = None) -> Tensor:
         if self.backend is None:
             return sdpa_attention(q, k, v, spec=spec, bias=bias, scale=scale, dropout=dropout, sinks=sinks)
         with sdpa_kernel(self.backend):  # pinned: a fallback raises instead of lying in a timing
@@ -205,7 +232,7 @@ class SDPAFlashKernel(SDPAKernel):
     supports_bias = False
     supports_v_head_dim = False  # "No available kernel" on CPU; CUDA's flash check wants equal q/k/v dims too
 
-    def _extra_unsupported(self, req):
+    def _extra_unsupported(self, req: Requirements) -> str | None:
         if req.device == "cuda" and req.window:
             return "takes no mask on cuda, so no sliding window (attn.window must be null)"
         if req.device == "cuda" and req.sinks:  # the sink key needs a mask once a chunk follows a cache
@@ -238,7 +265,8 @@ class WrapperKernel(Kernel):
     supports_softcap = True  # each head runs manual_attention, which applies it
     supports_sinks = True  # each head passes its own sink logit
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None, sinks=None):
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None, scale: float,
+                 dropout: float = 0.0, softcap: float | None = None, sinks: Tensor | None = None) -> Tensor:
         H, Hkv = q.shape[1], k.shape[1]
         G = H // Hkv
         heads = []
@@ -264,7 +292,7 @@ class TorchMHAKernel(Kernel):
     supports_v_head_dim = False  # nn.MultiheadAttention's own projections: one head dim
     owns_projection = True
 
-    def module_forward(self, attn: Any, x: Tensor, spec: MaskSpec, bias: Optional[Tensor]) -> Tensor:
+    def module_forward(self, attn: ProjectedAttention, x: Tensor, spec: MaskSpec, bias: Tensor | None) -> Tensor:
         B, T, C = x.shape
         if bias is None:
             mask = ~allowed_mask(T, T, spec, x.device)  # nn.MHA: True = masked out
@@ -292,21 +320,21 @@ class FlexKernel(Kernel):
     devices = frozenset({"cpu", "cuda"})
     compile = os.environ.get("ATTNBENCH_FLEX_COMPILE", "0") == "1"
 
-    def __init__(self):
-        self._masks: dict = {}
-        self._compiled = None
+    def __init__(self) -> None:
+        self._masks: dict[tuple[int, int, MaskSpec, str], BlockMask] = {}
+        self._compiled: Callable[..., Tensor] | None = None
 
-    def _extra_unsupported(self, req):
+    def _extra_unsupported(self, req: Requirements) -> str | None:
         return "has no attention dropout (attn.dropout must be 0)" if req.dropout else None
 
-    def _block_mask(self, T: int, S: int, spec: MaskSpec, device):
+    def _block_mask(self, T: int, S: int, spec: MaskSpec, device: torch.device) -> BlockMask:
         from torch.nn.attention.flex_attention import create_block_mask
 
         key = (T, S, spec, str(device))
         if key not in self._masks:
             off, win = spec.q_offset, spec.window
 
-            def mask_mod(b, h, qi, ki):
+            def mask_mod(b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
                 ok = ki <= qi + off if spec.causal else ki >= 0
                 return ok & (qi + off - ki < win) if win is not None else ok
 
@@ -315,7 +343,7 @@ class FlexKernel(Kernel):
             self._masks[key] = create_block_mask(mask_mod, None, None, T, S, device=str(device))
         return self._masks[key]
 
-    def _fn(self, device: torch.device):
+    def _fn(self, device: torch.device) -> Callable[..., Tensor]:
         from torch.nn.attention.flex_attention import flex_attention
 
         if not (self.compile or device.type == "cuda"):
@@ -324,19 +352,20 @@ class FlexKernel(Kernel):
             self._compiled = torch.compile(flex_attention, dynamic=False)
         return self._compiled
 
-    def __call__(self, q, k, v, *, spec, bias, scale, dropout=0.0, softcap=None):
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None, scale: float,
+                 dropout: float = 0.0, softcap: float | None = None) -> Tensor:
         if dropout > 0:
             raise ValueError("attn.impl=flex: attention dropout is not supported (set attn.dropout=0)")
         T, S = q.shape[2], k.shape[2]
-        score_mod = None
+        score_mod: Callable[..., Tensor] | None = None
         if bias is not None and softcap is not None:
-            def score_mod(score, b, h, qi, ki):  # score = q·k·scale; cap first, then the bias (as manual)
+            def score_mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:  # score = q·k·scale; cap first, then the bias (as manual)
                 return softcap * torch.tanh(score / softcap) + bias[h, qi, ki]
         elif softcap is not None:
-            def score_mod(score, b, h, qi, ki):
+            def score_mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
                 return softcap * torch.tanh(score / softcap)
         elif bias is not None:
-            def score_mod(score, b, h, qi, ki):
+            def score_mod(score: Tensor, b: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
                 return score + bias[h, qi, ki]
         return self._fn(q.device)(q, k, v, score_mod=score_mod, block_mask=self._block_mask(T, S, spec, q.device),
                                   scale=scale, enable_gqa=k.shape[1] != q.shape[1])
@@ -344,7 +373,8 @@ class FlexKernel(Kernel):
 
 def get_kernel(name: str) -> Kernel:
     """A fresh kernel instance (kernels may hold per-instance caches)."""
-    return KERNELS.get(name)()
+    kernel: Kernel = KERNELS.get(name)()
+    return kernel
 
 
 def default_scale(head_dim: int) -> float:

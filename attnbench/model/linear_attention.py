@@ -22,16 +22,20 @@ keeps the last K - 1 projections per layer next to the state: still constant in 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..spec import Spec
 from .attention import AttnContext
+from .cache import Cache
 from .kernels import Kernel
 from .mechanism import Mechanism, register
 from .position import apply_rotary
+from .tags import mark_residual
 
 EPS = 1e-6
 
@@ -62,18 +66,18 @@ FEATURE_MAPS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[int], int]]]
 }
 
 
-class RecurrentState:
+class RecurrentState(Cache):
     """Per layer the running S (B, Hkv, F, Dv) and z (B, Hkv, F), fp32 whatever the compute dtype
     (sums over thousands of tokens). Same interface as KVCache: `pos` counts the tokens seen, the
     GPT advances it; `max_len` only bounds positions (the state itself never fills)."""
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, feat: int, v_dim: int, max_len: int,
-                 device: torch.device, conv_taps: int = 0, conv_channels: int = 0):
+                 device: torch.device, conv_taps: int = 0, conv_channels: int = 0) -> None:
+        super().__init__(max_len)
         self.S = torch.zeros(n_layers, batch_size, n_kv_heads, feat, v_dim, device=device)
         self.z = torch.zeros(n_layers, batch_size, n_kv_heads, feat, device=device)
         # attn.short_conv: the last K - 1 q/k/v projections per layer (B, K-1, channels); empty without
         self.conv = torch.zeros(n_layers, batch_size, max(conv_taps - 1, 0), conv_channels, device=device)
-        self.max_len, self.pos = max_len, 0
 
     def get(self, layer: int) -> tuple[Tensor, Tensor]:
         return self.S[layer], self.z[layer]
@@ -81,23 +85,22 @@ class RecurrentState:
     def set(self, layer: int, S: Tensor, z: Tensor) -> None:
         self.S[layer], self.z[layer] = S, z
 
-    def advance(self, T: int) -> None:
-        self.pos += T
+    def tensors(self) -> tuple[Tensor, ...]:
+        return self.S, self.z, self.conv
 
-    def snapshot(self) -> Any:
-        return self.pos, self.S.clone(), self.z.clone(), self.conv.clone()
+    def snapshot(self) -> object:
+        """The state is summed into, not written at positions: a snapshot copies it."""
+        return self.pos, tuple(t.clone() for t in self.tensors())
 
-    def restore(self, snap: Any) -> None:
+    def restore(self, snap: object) -> None:
         """Back to a snapshot (the bench decodes the same positions on every call)."""
-        self.pos = snap[0]
-        for mine, saved in zip((self.S, self.z, self.conv), snap[1:]):
-            mine.copy_(saved)
-
-    def nbytes(self) -> int:
-        return (self.S.numel() + self.z.numel() + self.conv.numel()) * self.S.element_size()
+        assert isinstance(snap, tuple)
+        self.pos, saved = snap
+        for mine, old in zip(self.tensors(), saved, strict=True):
+            mine.copy_(old)
 
 
-def chunked_linear_attention(q: Tensor, k: Tensor, v: Tensor, chunk: int, state: Optional[tuple[Tensor, Tensor]] = None
+def chunked_linear_attention(q: Tensor, k: Tensor, v: Tensor, chunk: int, state: tuple[Tensor, Tensor] | None = None
                              ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """The parallel form. q (B, H, T, F), k (B, Hkv, T, F) already feature-mapped, v (B, Hkv, T, Dv);
     state (S, z) of the tokens before (None = empty). Returns y (B, H, T, Dv) and the state after."""
@@ -148,7 +151,7 @@ class ShortConv(nn.Module):
         with torch.no_grad():
             self.weight[:, 0, -1] = 1.0  # the current token: plain linear attention to start from
 
-    def forward(self, x: Tensor, cache: Optional[RecurrentState] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, cache: RecurrentState | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         past = x.new_zeros(B, self.taps - 1, C) if cache is None else cache.conv[layer].to(x.dtype)
         full = torch.cat([past, x], dim=1)  # (B, taps - 1 + T, C)
@@ -164,7 +167,7 @@ class LinearAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, feature_map: str, chunk_size: int,
                  qkv_bias: bool = False, resid_dropout: float = 0.0, out_bias: bool = True,
-                 q_norm: Optional[nn.Module] = None, k_norm: Optional[nn.Module] = None, short_conv: int = 0):
+                 q_norm: nn.Module | None = None, k_norm: nn.Module | None = None, short_conv: int = 0):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, d_model // n_heads
         self.phi, feat = FEATURE_MAPS[feature_map]
@@ -173,11 +176,11 @@ class LinearAttention(nn.Module):
         self.qkv = nn.Linear(d_model, channels, bias=qkv_bias)
         self.conv = ShortConv(channels, short_conv) if short_conv else None
         self.out = nn.Linear(d_model, d_model, bias=out_bias)
-        self.out.residual_proj = True
+        mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
         self.q_norm, self.k_norm = q_norm, k_norm
 
-    def forward(self, x: Tensor, ctx: AttnContext, cache: Optional[RecurrentState] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: RecurrentState | None = None, layer: int = 0) -> Tensor:
         B, T, C = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         qkv = self.qkv(x)  # (B, T, (H + 2·Hkv)·D)
@@ -185,7 +188,7 @@ class LinearAttention(nn.Module):
             qkv = self.conv(qkv, cache, layer)
         q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
         q, k = q.view(B, T, H, D), k.view(B, T, Hkv, D)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H, T, D), (B, Hkv, T, D)
         v = v.view(B, T, Hkv, D).transpose(1, 2)  # (B, Hkv, T, D)
@@ -219,7 +222,7 @@ class Linear(Mechanism):
     uses_kernel = False
 
     @classmethod
-    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def _extra_unsupported(cls, cfg: DictConfig, kernel: Kernel) -> str | None:
         a = cfg.attn
         if a.feature_map not in FEATURE_MAPS:
             return f"attn.feature_map={a.feature_map}: not allowed; choose from [{', '.join(FEATURE_MAPS)}]"
@@ -232,7 +235,7 @@ class Linear(Mechanism):
         return None
 
     @classmethod
-    def build(cls, spec: Any, kernel: Kernel, layer: int) -> nn.Module:
+    def build(cls, spec: Spec, kernel: Kernel, layer: int) -> nn.Module:
         from ..registry import NORMS
 
         cfg = spec.cfg
@@ -244,20 +247,20 @@ class Linear(Mechanism):
                                short_conv=cls.conv_taps(spec))
 
     @staticmethod
-    def conv_taps(spec: Any) -> int:
+    def conv_taps(spec: Spec) -> int:
         """attn.short_conv, 0 without one."""
         return int(spec.cfg.attn.get("short_conv") or 0)
 
     @staticmethod
-    def qkv_channels(spec: Any) -> int:
+    def qkv_channels(spec: Spec) -> int:
         return (spec.n_heads + 2 * spec.n_kv_heads) * spec.head_dim
 
     @classmethod
-    def feature_dim(cls, spec: Any) -> int:
+    def feature_dim(cls, spec: Spec) -> int:
         return FEATURE_MAPS[spec.cfg.attn.feature_map][1](spec.head_dim)
 
     @classmethod
-    def attention_flops(cls, spec: Any, keys: float, decode: bool) -> float:
+    def attention_flops(cls, spec: Spec, keys: float, decode: bool) -> float:
         """Per token (F feature dims, Dv = D, G = H / Hkv): reading the state 2·H·F·Dv + its normaliser 2·H·F,
         adding the token to it 2·Hkv·F·Dv (decode: that is all, whatever the context). In a full pass the
         chunk's masked scores and AV add 2·H·(F + Dv)·c̄ with c̄ = (C + 1) / 2 keys per query.
@@ -270,11 +273,11 @@ class Linear(Mechanism):
         return state + 2 * H * (Fd + D) * (c + 1) / 2
 
     @classmethod
-    def kv_bytes_per_token(cls, spec: Any, bytes_per_element: int) -> int:
+    def kv_bytes_per_token(cls, spec: Spec, bytes_per_element: int) -> int:
         return 0  # nothing grows with the sequence
 
     @classmethod
-    def state_bytes(cls, spec: Any, bytes_per_element: int) -> int:
+    def state_bytes(cls, spec: Spec, bytes_per_element: int) -> int:
         """S and z of every layer and KV head, kept in fp32: L · Hkv · (F · D + F) · 4 per sequence,
         plus with attn.short_conv = K the last K - 1 projections: L · (K - 1) · (H + 2·Hkv)·D · 4."""
         Fd = cls.feature_dim(spec)
@@ -284,7 +287,10 @@ class Linear(Mechanism):
     @classmethod
     def init_cache(cls, model: nn.Module, batch_size: int, max_len: int, device: torch.device,
                    dtype: torch.dtype) -> RecurrentState:
-        attn = model.blocks[0].attn
+        attn = model.get_submodule("blocks.0.attn")
+        assert isinstance(attn, LinearAttention)
         taps, channels = (attn.conv.taps, attn.conv.weight.shape[0]) if attn.conv is not None else (0, 0)
-        return RecurrentState(model.n_layers, batch_size, attn.n_kv_heads, attn.feature_dim, attn.head_dim,
+        blocks = model.get_submodule("blocks")
+        assert isinstance(blocks, nn.ModuleList)
+        return RecurrentState(len(blocks), batch_size, attn.n_kv_heads, attn.feature_dim, attn.head_dim,
                               max_len, device, taps, channels)

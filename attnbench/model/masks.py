@@ -5,7 +5,6 @@ so the helpers live here rather than in kernels.py (no import cycle)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -17,7 +16,7 @@ class MaskSpec:
     keys sit at 0..S-1 (the KV cache holds everything before the chunk)."""
 
     causal: bool = True
-    window: Optional[int] = None  # query p sees keys p-window+1 .. p
+    window: int | None = None  # query p sees keys p-window+1 .. p
     q_offset: int = 0
 
 
@@ -31,7 +30,8 @@ def allowed_mask(T: int, S: int, spec: MaskSpec, device: torch.device) -> Tensor
     return ok
 
 
-def additive_mask(T: int, S: int, spec: MaskSpec, bias: Optional[Tensor], dtype: torch.dtype, device) -> Tensor:
+def additive_mask(T: int, S: int, spec: MaskSpec, bias: Tensor | None, dtype: torch.dtype,
+                  device: torch.device) -> Tensor:
     """Float mask: bias where allowed, -inf elsewhere. (H, T, S) with a bias, else (T, S)."""
     ok = allowed_mask(T, S, spec, device)
     base = bias.to(dtype) if bias is not None else torch.zeros(T, S, dtype=dtype, device=device)

@@ -8,10 +8,14 @@ and set by its conf/attn/<name>.yaml, so a field set without its mechanism is re
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional
+from typing import ClassVar
 
+import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from ..spec import Spec
+from .cache import Cache
 from .kernels import Kernel
 
 
@@ -31,7 +35,7 @@ class Mechanism:
     kernel_needs_gqa: ClassVar[bool] = False  # its kernel call groups query heads on fewer KV heads
 
     @classmethod
-    def unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def unsupported(cls, cfg: DictConfig, kernel: Kernel) -> str | None:
         """One line naming the keys of a combination this mechanism cannot serve, or None."""
         a, me = cfg.attn, f"attn={cls.name}"
         from ..registry import POSITIONAL
@@ -60,31 +64,32 @@ class Mechanism:
         return cls._extra_unsupported(cfg, kernel)
 
     @classmethod
-    def _extra_unsupported(cls, cfg: Any, kernel: Kernel) -> Optional[str]:
+    def _extra_unsupported(cls, cfg: DictConfig, kernel: Kernel) -> str | None:
         return None
 
     @classmethod
-    def build(cls, spec: Any, kernel: Kernel, layer: int) -> nn.Module:
+    def build(cls, spec: Spec, kernel: Kernel, layer: int) -> nn.Module:
         """The attention module of layer `layer` (0-based) of a resolved spec."""
         raise NotImplementedError
 
     @classmethod
-    def attention_flops(cls, spec: Any, keys: float, decode: bool) -> float:
+    def attention_flops(cls, spec: Spec, keys: float, decode: bool) -> float:
         """Forward FLOPs per token and layer of the token mixing (the projections are counted by flops.py)."""
         raise NotImplementedError
 
     @classmethod
-    def kv_bytes_per_token(cls, spec: Any, bytes_per_element: int) -> int:
+    def kv_bytes_per_token(cls, spec: Spec, bytes_per_element: int) -> int:
         """Cache bytes that grow with every token (all layers)."""
         return 2 * spec.n_layers * spec.n_kv_heads * spec.head_dim * bytes_per_element
 
     @classmethod
-    def state_bytes(cls, spec: Any, bytes_per_element: int) -> int:
+    def state_bytes(cls, spec: Spec, bytes_per_element: int) -> int:
         """Cache bytes per sequence that do not grow with its length (all layers)."""
         return 0
 
     @classmethod
-    def init_cache(cls, model: nn.Module, batch_size: int, max_len: int, device: Any, dtype: Any) -> Any:
+    def init_cache(cls, model: nn.Module, batch_size: int, max_len: int, device: torch.device,
+                   dtype: torch.dtype) -> Cache | None:
         """The decoding cache of `model`, or None for the plain KV cache."""
         return None
 
@@ -97,12 +102,12 @@ def register(cls: type[Mechanism]) -> type[Mechanism]:
     return cls
 
 
-def mechanism_of(cfg: Any) -> Optional[type[Mechanism]]:
+def mechanism_of(cfg: DictConfig) -> type[Mechanism] | None:
     """The mechanism `attn.name` picks, or None (softmax attention, attn=mla)."""
     return MECHANISMS.get(cfg.attn.name)
 
 
-def config_problem(cfg: Any, kernel: Kernel) -> Optional[str]:
+def config_problem(cfg: DictConfig, kernel: Kernel) -> str | None:
     """A mechanism's field set without it, or a combination the chosen mechanism rejects; else None."""
     chosen = mechanism_of(cfg)
     for mech in MECHANISMS.values():

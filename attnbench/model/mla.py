@@ -20,22 +20,24 @@ position and could not be folded into the weights.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
-
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..spec import Spec
+from .attention import AttnContext
+from .cache import Cache
 from .kernels import Kernel, MaskSpec
 from .layout import MLADims
 from .position import apply_rotary
+from .tags import mark_residual
 
 # MLA's positional path is its decoupled RoPE key; which `pos` schemes it accepts.
 ACCEPTED_POS = ("rope",)
 MLA_FIELDS = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim", "rope_head_dim", "v_head_dim")
 
 
-def config_problem(cfg: Any, kernel: Kernel) -> Optional[str]:
+def config_problem(cfg: DictConfig, kernel: Kernel) -> str | None:
     """One-line reason the MLA part of a config is invalid (or MLA fields set without attn=mla), or None."""
     a = cfg.attn
     if a.name != "mla":
@@ -70,15 +72,16 @@ def config_problem(cfg: Any, kernel: Kernel) -> Optional[str]:
     return None
 
 
-class LatentCache:
+class LatentCache(Cache):
     """Per layer and token: the normalised latent c and the rotated shared RoPE key, side by
     side in one buffer (L, B, max_len, kv_lora_rank + rope_head_dim), so the absorbed decode
     reads it as a single key tensor without a copy. Same interface as `KVCache`."""
 
     def __init__(self, n_layers: int, batch_size: int, max_len: int, kv_rank: int, rope_dim: int,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(max_len)
         self.kv = torch.zeros(n_layers, batch_size, max_len, kv_rank + rope_dim, device=device, dtype=dtype)
-        self.kv_rank, self.max_len, self.pos = kv_rank, max_len, 0
+        self.kv_rank = kv_rank
 
     def update(self, layer: int, c: Tensor, k_rope: Tensor) -> Tensor:
         """Write a chunk's c (B, T, r) and k_rope (B, T, dr); return all cached (B, S, r + dr)."""
@@ -87,17 +90,8 @@ class LatentCache:
         self.kv[layer, :, self.pos : end, self.kv_rank :] = k_rope
         return self.kv[layer, :, :end]
 
-    def advance(self, T: int) -> None:
-        self.pos += T
-
-    def snapshot(self) -> int:
-        return self.pos
-
-    def restore(self, snap: int) -> None:
-        self.pos = snap
-
-    def nbytes(self) -> int:
-        return self.kv.numel() * self.kv.element_size()
+    def tensors(self) -> tuple[Tensor, ...]:
+        return (self.kv,)
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -108,13 +102,13 @@ class MultiHeadLatentAttention(nn.Module):
 
     def __init__(self, d_model: int, dims: MLADims, kernel: Kernel, eps: float = 1e-5, absorb: bool = False,
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
-                 softcap: Optional[float] = None, out_bias: bool = True):
+                 softcap: float | None = None, out_bias: bool = True):
         super().__init__()
         self.dims, self.kernel, self.absorb, self.dropout = dims, kernel, absorb, dropout
         # attn.softcap caps q·k·scale; only passed when set, as kernels without it take no such argument
         self.kernel_kw = {"softcap": softcap} if softcap is not None else {}
         self.record_max_logit = False  # set by attention.max_attention_logit (results' max_attn_logit)
-        self.max_logit: Optional[Tensor] = None
+        self.max_logit: Tensor | None = None
         H, r = dims.n_heads, dims.kv_rank
         if dims.q_rank is None:
             self.q = nn.Linear(d_model, H * dims.qk, bias=qkv_bias)
@@ -127,7 +121,7 @@ class MultiHeadLatentAttention(nn.Module):
         # No bias: a bias here could not be absorbed into the query and output.
         self.kv_up = nn.Linear(r, H * (dims.nope + dims.v), bias=False)
         self.out = nn.Linear(H * dims.v, d_model, bias=out_bias)
-        self.out.residual_proj = True
+        mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
         self.scale = dims.qk ** -0.5
 
@@ -136,7 +130,7 @@ class MultiHeadLatentAttention(nn.Module):
             return self.q(x)
         return self.q_up(self.q_latent_norm(self.q_down(x)))
 
-    def forward(self, x: Tensor, ctx: Any, cache: Optional[LatentCache] = None, layer: int = 0) -> Tensor:
+    def forward(self, x: Tensor, ctx: AttnContext, cache: LatentCache | None = None, layer: int = 0) -> Tensor:
         B, T, _ = x.shape
         d = self.dims
         H, r = d.n_heads, d.kv_rank
@@ -144,6 +138,7 @@ class MultiHeadLatentAttention(nn.Module):
         q_nope, q_rope = q.split([d.nope, d.rope], dim=-1)
         c, k_rope = self.kv_down(x).split([r, d.rope], dim=-1)  # (B, T, r), (B, T, rope)
         c = self.kv_latent_norm(c)
+        assert ctx.rot is not None, "attn=mla rotates its decoupled rope_head_dim (validate requires pos=rope)"
         q_rope = apply_rotary(q_rope, ctx.rot)  # rotate-half layout, tables of size rope_head_dim
         k_rope = apply_rotary(k_rope.unsqueeze(1), ctx.rot).squeeze(1)  # (B, T, rope), one key for all heads
         spec = MaskSpec(causal=ctx.spec.causal, q_offset=ctx.spec.q_offset)
@@ -186,9 +181,10 @@ class MultiHeadLatentAttention(nn.Module):
         return torch.einsum("bhtr,hvr->bhtv", o, w_uv.to(o.dtype))  # (B, H, T, v)
 
 
-def build(spec: Any, kernel: Kernel) -> MultiHeadLatentAttention:
+def build(spec: Spec, kernel: Kernel) -> MultiHeadLatentAttention:
     """The MLA module for one layer of a resolved spec (config/spec.py)."""
     a, m = spec.cfg.attn, spec.cfg.model
+    assert spec.mla is not None, "attn=mla resolves its latent sizes in the spec"
     return MultiHeadLatentAttention(spec.d_model, spec.mla, kernel, eps=float(spec.cfg.norm.eps),
                                     absorb=bool(a.absorb), qkv_bias=bool(a.qkv_bias), dropout=float(a.dropout),
                                     resid_dropout=float(m.dropout), softcap=a.softcap,

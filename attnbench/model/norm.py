@@ -4,12 +4,12 @@ from __future__ import annotations
 from torch import nn
 
 from ..registry import NORMS
+from .tags import tag_group
 
 
 def _tagged(module: nn.Module) -> nn.Module:
     """torch's own norm modules, tagged for param_breakdown (models/__init__.py) like our components."""
-    module.param_group = "norm"
-    return module
+    return tag_group(module, "norm")
 
 
 @NORMS.register("layernorm")

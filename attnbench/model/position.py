@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import POSITIONAL
+from ..spec import Spec
 
 Rotary = tuple[Tensor, Tensor]  # (cos, sin), each (T, D)
 
@@ -23,7 +24,7 @@ Rotary = tuple[Tensor, Tensor]  # (cos, sin), each (T, D)
 class PositionalScheme(nn.Module):
     needs_bias: ClassVar[bool] = False
     rotates: ClassVar[bool] = False
-    max_len: Optional[int] = None  # None = any length
+    max_len: int | None = None  # None = any length
 
     def __init__(self, d_model: int, n_heads: int, context_length: int, base: float = 10000.0):
         super().__init__()
@@ -31,22 +32,22 @@ class PositionalScheme(nn.Module):
     param_group: ClassVar[str] = "embedding"
 
     @classmethod
-    def max_length(cls, context_length: int) -> Optional[int]:
+    def max_length(cls, context_length: int) -> int | None:
         """The longest sequence this scheme can place (None = any): what validation checks lengths against."""
         return None
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "PositionalScheme":
+    def from_spec(cls, spec: Spec) -> PositionalScheme:
         """The scheme for a resolved spec (RoPE reads its pos.scaling fields here)."""
         return cls(spec.d_model, spec.n_heads, spec.context_length, base=spec.cfg.pos.base)
 
     def embed(self, x: Tensor, pos: Tensor) -> Tensor:  # x (B, T, C)
         return x
 
-    def rotary(self, pos: Tensor) -> Optional[Rotary]:
+    def rotary(self, pos: Tensor) -> Rotary | None:
         return None
 
-    def bias(self, pos: Tensor, S: int) -> Optional[Tensor]:  # -> (H, T, S)
+    def bias(self, pos: Tensor, S: int) -> Tensor | None:  # -> (H, T, S)
         return None
 
 
@@ -59,16 +60,16 @@ class NoPE(PositionalScheme):
 class Learned(PositionalScheme):
     """Learned absolute position embeddings (GPT-2; Radford et al. 2019)."""
 
-    def __init__(self, d_model, n_heads, context_length, base=10000.0):
+    def __init__(self, d_model: int, n_heads: int, context_length: int, base: float = 10000.0) -> None:
         super().__init__(d_model, n_heads, context_length)
         self.wpe = nn.Embedding(context_length, d_model)
         self.max_len = self.max_length(context_length)
 
     @classmethod
-    def max_length(cls, context_length):  # one row per position: nothing past the table
+    def max_length(cls, context_length: int) -> int | None:  # one row per position: nothing past the table
         return context_length
 
-    def embed(self, x, pos):  # the GPT checks pos < max_len before calling (no device sync here)
+    def embed(self, x: Tensor, pos: Tensor) -> Tensor:  # the GPT checks pos < max_len before calling (no device sync here)
         return x + self.wpe(pos)  # (B, T, C) + (T, C)
 
 
@@ -92,12 +93,12 @@ class Sinusoidal(PositionalScheme):
     (35x at d=256, init 0.02). Scaled, the token part has RMS init_std·sqrt(d_model) (1 with
     model.init_std=null). The tied LM head reads the unscaled weights, as in the paper."""
 
-    def __init__(self, d_model, n_heads, context_length, base=10000.0):
+    def __init__(self, d_model: int, n_heads: int, context_length: int, base: float = 10000.0) -> None:
         super().__init__(d_model, n_heads, context_length)
         self.d_model, self.base = d_model, base
         self.token_scale = math.sqrt(d_model)
 
-    def embed(self, x, pos):
+    def embed(self, x: Tensor, pos: Tensor) -> Tensor:
         return x * self.token_scale + sinusoid_table(pos, self.d_model, self.base).to(x.dtype)
 
 
@@ -124,7 +125,7 @@ def rope_base_freqs(head_dim: int, base: float = 10000.0) -> Tensor:
 
 
 def rope_frequencies(head_dim: int, base: float = 10000.0,
-                     scaling: Optional[RopeScaling] = None) -> tuple[Tensor, float]:
+                     scaling: RopeScaling | None = None) -> tuple[Tensor, float]:
     """(inv_freq (D/2,), attention factor) for RoPE with an optional context-extension rule.
 
     The attention factor multiplies cos and sin (so q·k by its square); it is 1 except for YaRN.
@@ -156,7 +157,7 @@ def _yarn(inv_freq: Tensor, dim: int, base: float, s: RopeScaling) -> tuple[Tens
         return dim * math.log(s.original_context / (n_rot * 2 * math.pi)) / (2 * math.log(base))
 
     low = max(math.floor(correction_dim(s.beta_fast)), 0)
-    high = min(math.ceil(correction_dim(s.beta_slow)), dim - 1)
+    high: float = min(math.ceil(correction_dim(s.beta_slow)), dim - 1)
     if low == high:
         high += 0.001  # a ramp of width 0 would divide by zero
     ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)  # 0 = fast dims
@@ -187,9 +188,11 @@ class RoPE(PositionalScheme):
     "without fine-tuning" setting of the PI/NTK/YaRN papers (pos.scaling_in_training=false)."""
 
     rotates = True
+    inv_freq: Tensor  # buffers (D/2,)
+    inv_freq_plain: Tensor
 
-    def __init__(self, d_model, n_heads, context_length, base=10000.0,
-                 scaling: Optional[RopeScaling] = None, train_scaled: bool = True, head_dim: Optional[int] = None):
+    def __init__(self, d_model: int, n_heads: int, context_length: int, base: float = 10000.0,
+                 scaling: RopeScaling | None = None, train_scaled: bool = True, head_dim: int | None = None) -> None:
         super().__init__(d_model, n_heads, context_length)
         head_dim = head_dim or d_model // n_heads  # attn=mla rotates only its rope_head_dim channels
         inv_freq, self.mscale = rope_frequencies(head_dim, base, scaling)  # (D/2,)
@@ -198,7 +201,7 @@ class RoPE(PositionalScheme):
         self.register_buffer("inv_freq_plain", rope_base_freqs(head_dim, base), persistent=False)
 
     @classmethod
-    def from_spec(cls, spec: Any) -> "RoPE":
+    def from_spec(cls, spec: Spec) -> RoPE:
         p = spec.cfg.pos
         scaling = RopeScaling(
             kind=p.scaling, factor=float(p.factor),
@@ -209,7 +212,7 @@ class RoPE(PositionalScheme):
         return cls(spec.d_model, spec.n_heads, spec.context_length, base=p.base,
                    scaling=scaling, train_scaled=bool(p.scaling_in_training), head_dim=spec.rotary_dim)
 
-    def rotary(self, pos):
+    def rotary(self, pos: Tensor) -> Rotary | None:
         plain = self.training and not self.train_scaled
         inv_freq, mscale = (self.inv_freq_plain, 1.0) if plain else (self.inv_freq, self.mscale)
         ang = pos.float()[:, None] * inv_freq[None, :]  # (T, D/2)
@@ -251,11 +254,12 @@ class ALiBi(PositionalScheme):
     score(i, j) -= slope_h · (i - j); causal."""
 
     needs_bias = True
+    slopes: Tensor  # buffer (H,)
 
-    def __init__(self, d_model, n_heads, context_length, base=10000.0):
+    def __init__(self, d_model: int, n_heads: int, context_length: int, base: float = 10000.0) -> None:
         super().__init__(d_model, n_heads, context_length)
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
 
-    def bias(self, pos, S):
+    def bias(self, pos: Tensor, S: int) -> Tensor | None:
         dist = pos.float()[:, None] - torch.arange(S, device=pos.device, dtype=torch.float32)[None, :]  # (T, S)
         return -self.slopes[:, None, None] * dist  # (H, T, S); future keys are masked separately

@@ -9,8 +9,8 @@
 Each is None where the model has no such layer (attn.impl=torch_mha or attn=mla for the first)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ def _recorded(model: nn.Module, idx: Tensor, flag: str, value: str) -> list[Tens
             setattr(m, value, None)
 
 
-def first_token_attention(model: nn.Module, idx: Tensor, reduce: str = "mean") -> Optional[float]:
+def first_token_attention(model: nn.Module, idx: Tensor, reduce: str = "mean") -> float | None:
     """Attention on key 0, averaged per head over the queries that see it, then the mean (or, with
     reduce="max", the largest) over layers and heads; idx (B, T). A sink may live in a few heads only."""
     seen = _recorded(model, idx, "record_first_token", "first_token")
@@ -52,13 +52,13 @@ def first_token_attention(model: nn.Module, idx: Tensor, reduce: str = "mean") -
     return float(per_head.nanmean() if reduce == "mean" else per_head.nan_to_num(0.0).max())
 
 
-def mean_gate(model: nn.Module, idx: Tensor) -> Optional[float]:
+def mean_gate(model: nn.Module, idx: Tensor) -> float | None:
     """Mean σ(x W_g) over layers, tokens and gate channels; None without attn.gate."""
     seen = _recorded(model, idx, "record", "mean_gate")
     return float(torch.stack(seen).mean()) if seen else None
 
 
-def max_activation(model: nn.Module, idx: Tensor) -> Optional[float]:
+def max_activation(model: nn.Module, idx: Tensor) -> float | None:
     """max |h| over the residual stream after every block (the model's `blocks`); idx (B, T)."""
     blocks = getattr(model, "blocks", None)
     if not blocks:
@@ -74,7 +74,7 @@ def max_activation(model: nn.Module, idx: Tensor) -> Optional[float]:
     return float(torch.stack(peaks).max())
 
 
-def sink_probes(model: nn.Module, idx: Tensor) -> dict:
+def sink_probes(model: nn.Module, idx: Tensor) -> dict[str, float | list[float] | None]:
     """The results keys first_token_attn, max_activation and mean_gate for one batch."""
     return {"first_token_attn": first_token_attention(model, idx),
             "first_token_attn_max": first_token_attention(model, idx, reduce="max"),

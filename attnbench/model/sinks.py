@@ -17,10 +17,9 @@ Two implementations, both an extra logit column inside one kernel call (never a 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import Tensor
 
 from .masks import MaskSpec, additive_mask, allowed_mask
@@ -39,7 +38,7 @@ def _pad(D: int, device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8 - D % 8
 
 
-def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Optional[Tensor], scale: float,
+def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Tensor | None, scale: float,
                     sinks: Tensor, dropout: float = 0.0) -> Tensor:
     """F.scaled_dot_product_attention with a sink logit per query head (see the module docstring).
     q (B, H, T, D); k, v (B, Hkv, S, D); sinks (H,) → (B, H, T, D)."""
@@ -54,9 +53,9 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Op
     ks = F.pad(k, (0, P, 1, 0))  # (B, Hkv, 1 + S, D + P): the sink key, then the real keys
     ks[:, :, 0, D] = 1.0
     vs = F.pad(v, (0, P, 1, 0))  # the sink's value is 0; same width as q/k (CPU flash wants equal head dims)
-    kw = dict(scale=scale, dropout_p=dropout, enable_gqa=Hkv != H)
     if causal_fast:
-        return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, **kw)[:, :, 1:, :D]
+        return F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, dropout_p=dropout,
+                                              enable_gqa=Hkv != H)[:, :, 1:, :D]
     shifted = MaskSpec(causal=spec.causal, window=spec.window, q_offset=spec.q_offset + 1)  # real key j at index j+1
     if bias is None:
         mask = allowed_mask(T, S + 1, shifted, q.device)  # (T, 1 + S) bool
@@ -66,10 +65,11 @@ def sdpa_with_sinks(q: Tensor, k: Tensor, v: Tensor, *, spec: MaskSpec, bias: Op
         padded = F.pad(bias, (1, 0))  # (H, T, 1 + S): no bias on the sink
         mask = additive_mask(T, S + 1, shifted, padded, mask_dtype, q.device)
         mask[..., 0] = 0.0
-    return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, **kw)[..., :D]
+    return F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, scale=scale, dropout_p=dropout,
+                                          enable_gqa=Hkv != H)[..., :D]
 
 
-def config_problem(cfg: object) -> Optional[str]:
+def config_problem(cfg: DictConfig) -> str | None:
     """One line naming the keys when attn.sinks cannot work with this config, else None (which kernels
     can add the logit is each kernel's `supports_sinks`, checked with the other capabilities)."""
     if cfg.attn.get("sinks", False) and cfg.attn.name == "mla":  # MLA's module (model/mla.py) has no sinks

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch.overrides import TorchFunctionMode
 
+from ..spec import Spec
 from . import param_breakdown
 from .gpt import GPT
 
@@ -29,7 +32,8 @@ class _ParamsOnMeta(TorchFunctionMode):
     and sympy (2 to 4 s here), and the count must take milliseconds. Small buffers (RoPE frequencies)
     stay on the CPU."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:  # torch's override protocol
         kwargs = kwargs or {}
         if func is torch.empty:
             kwargs["device"] = "meta"
@@ -40,32 +44,35 @@ class _ParamsOnMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-_CACHE: dict[tuple, tuple[int, int]] = {}  # (model sections, vocab) -> counts at 1 and 2 layers
+_CACHE: dict[tuple[str, int], tuple[int, int]] = {}  # (model sections, vocab) -> counts at 1 and 2 layers
 
 
-def count_params(spec: Any) -> int:
+def count_params(spec: Spec) -> int:
     """Parameters of `GPT(spec)` (tied weights once), allocating nothing the size of the model."""
     one, two = _small_counts(spec)
     return one + (spec.n_layers - 1) * (two - one)
 
 
-def _small_counts(spec: Any) -> tuple[int, int]:
+def _small_counts(spec: Spec) -> tuple[int, int]:
     """Parameters with one and with two layers; cached, since a sweep's jobs mostly share their model
     (they differ in seed, learning rate, ...)."""
     key = (_model_sections(spec.cfg), spec.vocab_size)
     if key not in _CACHE:
         with _ParamsOnMeta():
-            _CACHE[key] = tuple(param_breakdown(GPT(dataclasses.replace(spec, n_layers=n)))["total"] for n in (1, 2))
+            one, two = (param_breakdown(GPT(dataclasses.replace(spec, n_layers=n)))["total"] for n in (1, 2))
+            _CACHE[key] = one, two
     return _CACHE[key]
 
 
-def _model_sections(cfg: Any) -> str:
+def _model_sections(cfg: DictConfig) -> str:
     """What the model is built from: the config minus the sections the model never reads, and minus
     model.n_layers (the count is linear in it)."""
     from omegaconf import OmegaConf
 
     parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("attn", "pos", "norm", "ffn", "model")}
-    parts["model"].pop("n_layers", None)
+    model = parts["model"]
+    assert isinstance(model, dict)
+    model.pop("n_layers", None)
     return json.dumps(parts, sort_keys=True, default=str)
 
 

@@ -13,7 +13,6 @@ job down or hangs a sweep:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
