@@ -152,7 +152,7 @@ def _report(sweep: Path, code: Optional[Path] = None, dashboard: bool = False) -
     if code is not None:
         env["PYTHONPATH"] = str(code) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "attnbench.report", str(sweep), "--baseline", "attn=mha", "train.lr=0.001"]
-    # `python -m` puts the working directory first on sys.path: run another checkout from inside it
+    # `python -m` imports from the working directory first: run another checkout from inside it
     return timed(cmd + (["--wandb-dashboard"] if dashboard else []), env, cwd=code)
 
 

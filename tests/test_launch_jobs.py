@@ -147,7 +147,7 @@ def test_slurm_states_make_jobs_pending_running_or_missing_and_hold_the_resume_c
     assert "resume=true" not in out and "no resume command while 3 jobs are still pending or running" in out
     rows = read_csv(sweep / "summary.csv")
     assert [(r["status"], r["final"], r["slurm_state"]) for r in rows] == [
-        ("ok", "True", ""), ("running", "False", "REQUEUE_HOLD"), ("running", "False", "RUNNING"),
+        ("ok", "True", ""), ("held", "False", "held (REQUEUE_HOLD)"), ("running", "False", "RUNNING"),
         ("pending", "False", "PENDING")]
     assert rows[1]["error"].startswith("SLURM job 7_1 is ") and "REQUEUE_HOLD" in rows[1]["error"]
     assert "it runs again" in rows[1]["error"]

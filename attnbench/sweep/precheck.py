@@ -14,7 +14,7 @@ overrides with Hydra's own `_apply_overrides_to_config`, the step Hydra itself r
 the defaults list, so the result is the config the job will get (tests/test_precheck.py compares).
 
 A launch into a sweep directory whose jobs SLURM (or their launcher) still runs is refused in one
-line naming them (plan.py `refuse_busy_directory`): two writers in one job directory corrupt it.
+line naming them (busy.py `refuse_busy_directory`): two writers in one job directory corrupt it.
 
 Launchers that run the jobs on other machines (SLURM) are checked for the device the jobs will
 have (`device=cuda`, or `auto` with GPUs requested: `gpus_per_node`, `gpus_per_task`, a `gres`
@@ -51,7 +51,7 @@ def check_sweep_overrides(overrides: Sequence[str]) -> int:
     from hydra import initialize_config_dir
 
     from ..config import check_group_overrides, conf_dir, one_line_error
-    from .plan import refuse_busy_directory
+    from .busy import refuse_busy_directory
     from .plugins import register_launchers
     from .slurm_wait import WaitBounds
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .data import _VAL_STREAM, LMData, step_generator
+from .lm_data import _VAL_STREAM, LMData, step_generator
 from .mad_tasks import TASKS, memorization_table
 
 _RECALL = dict(seq_len=128, train_examples=12_800)

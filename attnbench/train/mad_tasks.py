@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .data import IGNORE
+from .lm_data import IGNORE
 
 Gen = Callable[..., "tuple[Tensor, Tensor]"]
 

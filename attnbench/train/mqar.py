@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .data import _VAL_STREAM, IGNORE, LMData, step_generator
+from .lm_data import _VAL_STREAM, IGNORE, LMData, step_generator
 
 
 def power_law(space: int, power_a: float) -> Tensor:

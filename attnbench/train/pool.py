@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .data import LMData, step_generator
+from .lm_data import LMData, step_generator
 
 _EPOCH_STREAM = 2  # the epochs' orders: disjoint from the training (0) and validation (1) streams
 _CHUNK = 1024  # sequences generated per call when the set is made
