@@ -228,19 +228,29 @@ def test_checkpoint_is_fsynced_before_and_after_the_rename(tmp_path, monkeypatch
     assert checkpoint.read_checkpoint(path)["counters"] == {"step": 1}
 
 
-def test_summary_asks_slurm_about_a_job_without_a_final_result(monkeypatch):
+def test_summary_asks_slurm_about_a_job_without_a_final_result(monkeypatch, tmp_path):
     """`python -m attnbench.sweep` after the launcher died: a job SLURM still runs (or will rerun) stays
     `running`; one SLURM no longer has is `failed` with what SLURM said."""
-    from attnbench.sweep import slurm_state
+    import shutil as _shutil
+
+    from attnbench.report.runs import Run
+    from attnbench.sweep import jobs, slurm_state
 
     answer = {"out": "5_1|PENDING\n"}
     monkeypatch.setattr(slurm_state, "_run", lambda cmd: (0, answer["out"]) if cmd[0] == "squeue" else (1, "off"))
+    monkeypatch.setattr(_shutil, "which", lambda name: "/usr/bin/" + name)
+
+    def row(res: dict) -> tuple:
+        run = Run(dir=tmp_path, res=res, overrides=[])
+        job = jobs.judge(None, tmp_path, (), run, None, None, jobs._ask([(None, tmp_path, (), run)], {}, None, None))
+        return job.status, job.error
+
     res = {"status": "running", "error": None, "slurm_job_id": "5_1"}
-    assert slurm_state.unfinished_row(res) == {"status": "running", "error": "SLURM job 5_1 is PENDING: not ended yet"}
+    assert row(res) == ("running", "SLURM job 5_1 is PENDING: not ended yet")
     answer["out"] = "5_1|NODE_FAIL\n"
-    assert slurm_state.unfinished_row(res)["error"] == "job ended with status running (SLURM job 5_1: NODE_FAIL)"
+    assert row(res) == ("failed", "job ended with status running (SLURM job 5_1: NODE_FAIL)")
     answer["out"] = ""
-    assert slurm_state.unfinished_row(res)["status"] == "failed"
-    assert slurm_state.unfinished_row({"status": "running"})["error"] == "job ended with status running"
+    assert row(res)[0] == "failed"
+    assert row({"status": "running"}) == ("failed", "job ended with status running")
     assert slurm_state.expand("12_[0-2,5]%4") == ["12_0", "12_1", "12_2", "12_5"]
     assert slurm_state.row_status("CANCELLED by 0") == "interrupted" and slurm_state.row_status("OUT_OF_MEMORY") == "oom"

@@ -172,6 +172,17 @@ def test_an_unclassifiable_sigterm_requeues_and_a_failed_requeue_ends_the_job(fa
 
 
 # ----------------------------------------------------------------------------- held jobs
+def _unfinished_row(run_dir, res: dict) -> dict:
+    """The summary's status and error of a job (sweep/jobs.py) whose results.json has no final status."""
+    from attnbench.report.runs import Run
+    from attnbench.sweep import jobs
+
+    run = Run(dir=run_dir, res=res, overrides=[])
+    ask = jobs._ask([(None, run_dir, (), run)], {}, None, None)
+    job = jobs.judge(None, run_dir, (), run, None, None, ask)
+    return {"status": job.status, "error": job.error}
+
+
 @pytest.mark.parametrize("line, status, reason", [
     ("14|PENDING|JobHeldUser", "held", "JobHeldUser"),  # sbatch --hold, scontrol uhold
     ("15|PENDING|JobHeldAdmin", "held", "JobHeldAdmin"),  # scontrol hold (as root)
@@ -180,12 +191,12 @@ def test_an_unclassifiable_sigterm_requeues_and_a_failed_requeue_ends_the_job(fa
     ("15|PENDING|None", "running", None),  # released
     ("15|PENDING|BeginTime", "running", None),  # requeued: waits for its credential to expire
 ])
-def test_a_held_job_is_reported_held_with_slurms_reason(fake, line, status, reason):
+def test_a_held_job_is_reported_held_with_slurms_reason(fake, tmp_path, line, status, reason):
     """`python -m attnbench.sweep` on a job without a final result: a held job is `held`, with squeue's
     %r, not `running` (it never runs by itself). Recorded squeue -o '%i|%T|%r' lines."""
     job_id = line.split("|")[0]
     fake.answer("squeue", line)
-    row = slurm_state.unfinished_row({"status": "running", "slurm_job_id": job_id})
+    row = _unfinished_row(tmp_path, {"status": "running", "slurm_job_id": job_id})
     assert row["status"] == status, row
     if reason:
         assert row["error"] == (f"SLURM job {job_id} is held ({reason}): it runs once released "

@@ -29,7 +29,7 @@ from typing import Mapping, Optional
 from ..report.runs import Run, job_set
 from ..track.launch import launcher_alive, read_job_record, read_sweep_record
 from ..track.results import FINAL_STATUSES
-from .slurm_state import JobState, SlurmStates
+from .slurm_state import JobState, SlurmStates, held_error
 
 PENDING, MISSING, RUNNING, HELD = "pending", "missing", "running", "held"
 # held: SLURM keeps the job until `scontrol release` (slurm_state.JobState.held)
@@ -212,8 +212,9 @@ def job_reused(rec: Optional[Mapping], res: Mapping) -> bool:
 def _unfinished(job: LaunchJob, why: str, ask: _Ask) -> LaunchJob:
     """A job this launch started that has no final result: still running, or died."""
     if state := ask.listed(job.slurm_job_id):
-        return _replace(job, status=HELD if state.held else RUNNING, slurm_state=state.label,
-                        error=f"SLURM job {job.slurm_job_id} is {state.label}: not ended yet")
+        error = (held_error(str(job.slurm_job_id), state) if state.held
+                 else f"SLURM job {job.slurm_job_id} is {state.label}: not ended yet")
+        return _replace(job, status=HELD if state.held else RUNNING, slurm_state=state.label, error=error)
     if job.slurm_job_id and ask.slurm_error:
         return _replace(job, status=RUNNING, error=f"{why} ({ask.slurm_error} {job.slurm_job_id})")
     if not job.slurm_job_id and ask.alive:

@@ -170,23 +170,6 @@ class SlurmStates:
         return _parse(out)
 
 
-def unfinished_row(res: dict) -> dict:
-    """status and error for the summary row of a job whose results.json never got a final status:
-    `held` while SLURM holds it (with SLURM's reason), `running` while SLURM runs (or will rerun) it,
-    else `failed` with SLURM's state. Off SLURM (no slurm_job_id in results.json), the job died: `failed`."""
-    error = res.get("error") or f"job ended with status {res.get('status')}"
-    job_id = res.get("slurm_job_id")
-    if not job_id:
-        return {"status": "failed", "error": error}
-    state = (SlurmStates().query([job_id]) or {}).get(job_id)
-    if state is not None and state.held:
-        return {"status": "held", "error": held_error(job_id, state)}
-    if state is not None and state.active:
-        return {"status": "running", "error": f"SLURM job {job_id} is {state.state}: not ended yet"}
-    return {"status": "failed",
-            "error": f"{error} (SLURM job {job_id}: {state.state if state else 'no longer known'})"}
-
-
 def held_error(job_id: str, state: JobState) -> str:
     """The row's error of a held job: SLURM's reason, and what lets it run."""
     return (f"SLURM job {job_id} is held ({state.reason or state.state}): it runs once released "
