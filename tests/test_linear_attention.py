@@ -12,7 +12,7 @@ import torch
 from attnbench import ConfigError, build_model, load_config
 from attnbench.bench.flops import flops_per_token_decode, flops_per_token_fwd
 from attnbench.model import kv_cache_bytes_per_token, recurrent_state_bytes
-from decoding import assert_causal
+from decoding import assert_causal, with_random_convs
 from hf_llama import cached_logits
 from attnbench.model.linear_attention import (EPS, FEATURE_MAPS, RecurrentState, chunked_linear_attention,
                                               recurrent_step, taylor2)
@@ -159,7 +159,7 @@ def test_bad_linear_configs_fail_with_one_line(overrides, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("override", ["attn.feature_map=elu1", "attn.chunk_size=16", "attn.short_conv=4"])
+@pytest.mark.parametrize("override", ["attn.feature_map=elu1", "attn.chunk_size=16"])  # short_conv: softmax too
 def test_linear_fields_without_attn_linear_are_rejected(override):
     with pytest.raises(ConfigError, match=rf"^{override.split('=')[0]}=.*only used by attn=linear \(got attn=gqa\)"):
         load_config(["stages=[]", "attn=gqa", override])
@@ -167,12 +167,8 @@ def test_linear_fields_without_attn_linear_are_rejected(override):
 
 # ----------------------------------------------------------------------------- attn.short_conv (Based's short convolution)
 def conv_model(*overrides: str):
-    """A model with attn.short_conv=3 whose convolutions are random (at init they are the identity)."""
-    model = build_model(cfg_of("attn.short_conv=3", *overrides)).eval()
-    with torch.no_grad():
-        for block in model.blocks:
-            block.attn.conv.weight.normal_()
-    return model
+    """A model with attn.short_conv=3 whose convolutions are random."""
+    return with_random_convs(build_model(cfg_of("attn.short_conv=3", *overrides)))
 
 
 def test_short_conv_starts_as_plain_linear_attention():

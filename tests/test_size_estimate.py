@@ -93,7 +93,8 @@ TRACED = [[], ["attn=gqa", "attn.n_kv_heads=2"], ["attn=mla"], ["attn=mla", "att
           ["attn=linear", "attn.feature_map=taylor2", "pos=none"], ["attn=linear", "pos=rope", "attn.n_kv_heads=2",
                                                                      "attn.feature_map=taylor2"],
           ["attn=linear", "pos=none"], ["attn=diff"], ["pos=rope"], ["attn.impl=manual"],
-          ["ffn=swiglu", "norm=rmsnorm"], ["attn.gate=headwise", "norm.qk_norm=true", "pos=rope"]]
+          ["ffn=swiglu", "norm=rmsnorm"], ["attn.gate=headwise", "norm.qk_norm=true", "pos=rope"],
+          ["attn.short_conv=3"], ["attn=linear", "pos=none", "attn.short_conv=3"]]
 
 
 def _saved_per_token(spec, B: int, T: int) -> float:

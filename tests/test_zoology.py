@@ -20,6 +20,11 @@ def test_preset_grid_and_knobs(make_cfg):
     params = OmegaConf.create(text)["hydra"]["sweeper"]["params"]
     assert set(params) == {"model.d_model", "data.n_pairs", "train.lr", "seed"}
     assert "vocab_size=8192" in text and "model.d_model=64,128,256,512" in text, "the GPU command stays in the comment"
+    # issue 26's CPU recipe (the pilots): vocab 256, T 64, 20,000 examples, widths 16-64, lr around 1e-2
+    assert (cfg.data.vocab_size, cfg.train.seq_len, cfg.data.train_examples, cfg.train.steps) == (256, 64, 20000, 1000)
+    assert (params["model.d_model"], params["train.lr"]) == ("16,32,64", "3e-3,1e-2,3e-2")
+    assert make_cfg("experiment=zoology", "attn=mha", "attn.short_conv=3").attn.short_conv == 3, "attention has its conv too"
+    assert "attn=mha attn.short_conv=3" in text
     for knob in ("data.train_pairs=[4,8]", "data.train_examples=1000", "train.batch_size=128"):
         make_cfg("experiment=zoology", knob)  # the recipe's knobs are fields
 

@@ -22,7 +22,8 @@ absolute position p sees p+1 keys, capped by the window), so
 
 attn=diff and attn=linear keep the projection term and replace the score term with their own
 (`attention_flops` in model/differential.py, model/linear_attention.py; linear attention's decode
-term does not depend on the context). attn=mla replaces the projection and score terms (see `mla_layer_flops`): its keys and values
+term does not depend on the context). attn.short_conv = K adds 2·K·(H + 2·Hkv)·D per token and layer
+(model/short_conv.py; inside linear attention's own term). attn=mla replaces the projection and score terms (see `mla_layer_flops`): its keys and values
 are up-projected from the cached latent, once per token in a full pass but for every cached
 key on each decode step, unless `attn.absorb` folds the up-projections into the query and output.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..config.spec import Spec, as_spec
+from ..model import short_conv
 from ..model.mechanism import mechanism_of
 
 
@@ -76,7 +78,7 @@ def _flops_per_token(spec: Spec, keys: float, decode: bool = False) -> float:
     D, Hkv = spec.head_dim, spec.n_kv_heads
     proj = 2 * d * (H + 2 * Hkv) * D + 2 * d * d + 2 * d * spec.gate_dim
     mech = mechanism_of(spec.cfg)  # attn=diff / linear count their own token mixing
-    attn = mech.attention_flops(spec, keys, decode) if mech is not None else 2 * 2 * H * D * keys
+    attn = mech.attention_flops(spec, keys, decode) if mech is not None else 2 * 2 * H * D * keys + short_conv.flops(spec)
     return L * (proj + attn + ffn_flops_per_token(spec)) + 2 * d * V
 
 

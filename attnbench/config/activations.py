@@ -10,7 +10,8 @@ n_kv_heads · head_dim, h = the FFN's hidden width, H = heads):
     FFN                d + 2h   its input; gelu: its input and output (gated FFNs: 5h, the gate, the
                                 value, the activation, its input copy and their product)
     softmax attention  4d + 2kvd  the block input, q/k/v (one projection), the kernel's output and its
-                                (B, T, C) copy for the output projection; + 2(d + kvd) for RoPE (the
+                                (B, T, C) copy for the output projection; + d + 2kvd for attn.short_conv
+                                (the convolved q/k/v); + 2(d + kvd) for RoPE (the
                                 rotated halves and the rotated q, k); + 2(d + kvd) for qk-norm; + d +
                                 gate width for a gate; + H·T' scores where the kernel materialises them
                                 (manual, sdpa_math), T' = min(T, window)
@@ -69,6 +70,8 @@ def _softmax(spec: Any, T: int) -> float:
     a, d, H = spec.cfg.attn, spec.d_model, spec.n_heads
     kvd = spec.n_kv_heads * spec.head_dim
     out = d + (d + 2 * kvd) + 2 * d  # block input, q/k/v (one projection), kernel output, its copy
+    if a.get("short_conv"):
+        out += d + 2 * kvd  # attn.short_conv: the convolved q/k/v (as in _linear)
     if rotates(spec):
         out += 2 * (d + kvd)  # RoPE: the rotated halves and the rotated q and k
     if spec.cfg.norm.get("qk_norm"):

@@ -39,6 +39,7 @@ def validate(cfg: DictConfig, target: Any | None = None) -> None:
     from ..model.mechanism import config_problem as mechanism_problem
     from ..model.mechanism import mechanism_of
     from ..model.mla import config_problem as mla_config_problem
+    from ..model.short_conv import config_problem as short_conv_problem
 
     m, a = cfg.model, cfg.attn
     _check_known_keys(cfg)
@@ -87,7 +88,7 @@ def validate(cfg: DictConfig, target: Any | None = None) -> None:
     device = _job_device(cfg, target)
     kernel = registry.KERNELS.get(a.impl)()
     # attn=diff / linear first: their own capabilities, and their fields set without them
-    problem = mechanism_problem(cfg, kernel)
+    problem = mechanism_problem(cfg, kernel) or short_conv_problem(cfg, kernel.owns_projection)
     if problem:
         raise ConfigError(problem)
     mechanism = mechanism_of(cfg)

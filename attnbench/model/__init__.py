@@ -67,9 +67,12 @@ def kv_cache_bytes_per_token(cfg: DictConfig, bytes_per_element: int = 4) -> int
 
 def recurrent_state_bytes(cfg: DictConfig, bytes_per_element: int = 4) -> int:
     """Decoding-state bytes per sequence that do not grow with its length (all layers): attn=linear's
-    S and z; 0 for attention with a KV cache. Takes a resolved spec or a config."""
+    S and z; for attention with a KV cache 0, or attn.short_conv's last inputs. Takes a resolved spec or a config."""
     from ..config.spec import as_spec
+    from .short_conv import state_elements
 
     spec = as_spec(cfg)
     mech = mechanism_of(spec.cfg)
-    return mech.state_bytes(spec, bytes_per_element) if mech is not None else 0
+    if mech is not None:
+        return mech.state_bytes(spec, bytes_per_element)
+    return state_elements(spec) * bytes_per_element if spec.mla is None else 0

@@ -12,6 +12,7 @@ from .cache import Cache
 from .gating import OutputGate
 from .kernels import Kernel, MaskSpec, allowed_mask, default_scale
 from .position import Rotary, apply_rotary
+from .short_conv import ShortConv
 from .tags import mark_residual
 
 
@@ -28,13 +29,15 @@ class KVCache(Cache):
     """Pre-allocated keys and values for every layer: (L, B, Hkv, max_len, D) each.
 
     GQA/MQA store only their n_kv_heads. `pos` counts the tokens already cached;
-    the GPT advances it after a chunk has gone through every layer."""
+    the GPT advances it after a chunk has gone through every layer. attn.short_conv = K: also the
+    last K - 1 q/k/v projections per layer, `conv` (L, B, K-1, channels) (model/short_conv.py)."""
 
     def __init__(self, n_layers: int, batch_size: int, n_kv_heads: int, max_len: int, head_dim: int,
-                 device: torch.device, dtype: torch.dtype) -> None:
+                 device: torch.device, dtype: torch.dtype, conv_taps: int = 0, conv_channels: int = 0) -> None:
         shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.conv = torch.zeros(n_layers, batch_size, max(conv_taps - 1, 0), conv_channels, device=device, dtype=dtype)
         super().__init__(max_len)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,7 +49,16 @@ class KVCache(Cache):
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def tensors(self) -> tuple[Tensor, ...]:
-        return self.k, self.v
+        return self.k, self.v, self.conv
+
+    def snapshot(self) -> object:
+        return self.pos, self.conv.clone()  # the conv's inputs are overwritten in place, the k/v rows are not
+
+    def restore(self, snap: object) -> None:
+        """Back to a snapshot: what was written after it is overwritten by the next update."""
+        assert isinstance(snap, tuple)
+        self.pos = snap[0]
+        self.conv.copy_(snap[1])
 
 
 class CausalSelfAttention(nn.Module):
@@ -58,7 +70,7 @@ class CausalSelfAttention(nn.Module):
                  qkv_bias: bool = False, dropout: float = 0.0, resid_dropout: float = 0.0,
                  q_norm: nn.Module | None = None, k_norm: nn.Module | None = None,
                  softcap: float | None = None, out_bias: bool = True,
-                 gate: OutputGate | None = None, sinks: bool = False) -> None:
+                 gate: OutputGate | None = None, sinks: bool = False, short_conv: int = 0) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
         self.head_dim = d_model // n_heads
@@ -66,6 +78,7 @@ class CausalSelfAttention(nn.Module):
         # One fused projection: q (H·D) | k (Hkv·D) | v (Hkv·D). Its shape depends only on
         # the layout, never on the kernel, so state_dicts move between kernels.
         self.qkv = nn.Linear(d_model, (n_heads + 2 * n_kv_heads) * self.head_dim, bias=qkv_bias)
+        self.conv = ShortConv(self.qkv.out_features, short_conv) if short_conv else None  # attn.short_conv
         self.out = nn.Linear(d_model, d_model, bias=out_bias)  # out_bias=False: model.bias=false
         mark_residual(self.out)
         self.resid_drop = nn.Dropout(resid_dropout)
@@ -89,7 +102,10 @@ class CausalSelfAttention(nn.Module):
             projected: Tensor = self.resid_drop(self.kernel.module_forward(self, x, spec, ctx.bias))
             return projected
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-        q, k, v = self.qkv(x).split([H * D, Hkv * D, Hkv * D], dim=-1)
+        qkv = self.qkv(x)  # (B, T, (H + 2·Hkv)·D)
+        if self.conv is not None:  # attn.short_conv: its decode state lives in the KV cache
+            qkv = self.conv(qkv, cache, layer)
+        q, k, v = qkv.split([H * D, Hkv * D, Hkv * D], dim=-1)
         q, k = q.view(B, T, H, D), k.view(B, T, Hkv, D)
         if self.q_norm is not None and self.k_norm is not None:  # per head, after the projection and before RoPE (Qwen3)
             q, k = self.q_norm(q), self.k_norm(k)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..registry import FFNS, NORMS, POSITIONAL
 from ..spec import Spec
-from . import differential, linear_attention, mla  # noqa: F401  (importing a mechanism registers it)
+from . import differential, linear_attention, mla, short_conv  # noqa: F401  (importing a mechanism registers it)
 from .attention import AttnContext, CausalSelfAttention, KVCache
 from .cache import Cache
 from .gating import build_gate
@@ -73,7 +73,8 @@ class GPT(nn.Module):
                                        q_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
                                        k_norm=norm(spec.head_dim, cfg.norm.eps) if qk_norm else None,
                                        softcap=a.softcap, out_bias=bias,
-                                       gate=build_gate(cfg, d, spec.n_heads, spec.head_dim), sinks=bool(a.sinks))
+                                       gate=build_gate(cfg, d, spec.n_heads, spec.head_dim), sinks=bool(a.sinks),
+                                       short_conv=short_conv.taps(cfg))
 
         absent = getattr(ffn, "absent", False)  # ffn=none (model/ffn_none.py)
         self.blocks = nn.ModuleList(
@@ -127,8 +128,10 @@ class GPT(nn.Module):
             d = self.blocks[0].attn.dims
             return mla.LatentCache(self.n_layers, batch_size, max_len, d.kv_rank, d.rope,
                                    device or ref.device, dtype or ref.dtype)
+        conv = getattr(self.blocks[0].attn, "conv", None)  # attn.short_conv: its last inputs too
         return KVCache(self.n_layers, batch_size, self.n_kv_heads, max_len, self.head_dim,
-                       device or ref.device, dtype or ref.dtype)
+                       device or ref.device, dtype or ref.dtype,
+                       conv.taps if conv is not None else 0, conv.weight.shape[0] if conv is not None else 0)
 
     def forward(self, idx: Tensor, cache: KVCache | None = None) -> Tensor:
         """idx (B, T) → logits (B, T, vocab). With a cache: logits for this chunk only,

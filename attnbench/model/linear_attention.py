@@ -30,11 +30,13 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ..spec import Spec
+from . import short_conv as conv_of
 from .attention import AttnContext
 from .cache import Cache
 from .kernels import Kernel
 from .mechanism import Mechanism, register
 from .position import apply_rotary
+from .short_conv import ShortConv
 from .tags import mark_residual
 
 EPS = 1e-6
@@ -140,26 +142,6 @@ def recurrent_step(q: Tensor, k: Tensor, v: Tensor, state: tuple[Tensor, Tensor]
     return y.reshape(B, H, 1, -1).to(q.dtype), (S, z)
 
 
-class ShortConv(nn.Module):
-    """Causal depthwise convolution over time, `taps` wide, on (B, T, channels); identity at init.
-    With a RecurrentState it continues from (and writes back) the last taps - 1 inputs of the layer."""
-
-    def __init__(self, channels: int, taps: int):
-        super().__init__()
-        self.taps = taps
-        self.weight = nn.Parameter(torch.zeros(channels, 1, taps))  # Conv1d's depthwise layout
-        with torch.no_grad():
-            self.weight[:, 0, -1] = 1.0  # the current token: plain linear attention to start from
-
-    def forward(self, x: Tensor, cache: RecurrentState | None = None, layer: int = 0) -> Tensor:
-        B, T, C = x.shape
-        past = x.new_zeros(B, self.taps - 1, C) if cache is None else cache.conv[layer].to(x.dtype)
-        full = torch.cat([past, x], dim=1)  # (B, taps - 1 + T, C)
-        if cache is not None:
-            cache.conv[layer] = full[:, T:]  # the last taps - 1 inputs
-        return F.conv1d(full.transpose(1, 2), self.weight.to(x.dtype), groups=C).transpose(1, 2)  # (B, T, C)
-
-
 class LinearAttention(nn.Module):
     """Parameter names as CausalSelfAttention's (qkv fused, out; q_norm/k_norm with norm.qk_norm)."""
 
@@ -212,7 +194,7 @@ class Linear(Mechanism):
     """attn=linear: causal linear attention (Katharopoulos et al. 2020)."""
 
     name = "linear"
-    fields = ("feature_map", "chunk_size", "short_conv")
+    fields = ("feature_map", "chunk_size")  # attn.short_conv: model/short_conv.py (softmax attention too)
     supports_bias = False
     supports_window = False
     supports_softcap = False
@@ -229,9 +211,6 @@ class Linear(Mechanism):
         c = a.chunk_size
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             return f"attn.chunk_size={c}: must be an integer >= 1 (tokens per chunk of the parallel form)"
-        k = a.get("short_conv")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
-            return f"attn.short_conv={k}: must be null (none) or an integer >= 2 (taps of the causal convolution)"
         return None
 
     @classmethod
@@ -249,11 +228,11 @@ class Linear(Mechanism):
     @staticmethod
     def conv_taps(spec: Spec) -> int:
         """attn.short_conv, 0 without one."""
-        return int(spec.cfg.attn.get("short_conv") or 0)
+        return conv_of.taps(spec.cfg)
 
     @staticmethod
     def qkv_channels(spec: Spec) -> int:
-        return (spec.n_heads + 2 * spec.n_kv_heads) * spec.head_dim
+        return conv_of.qkv_channels(spec)
 
     @classmethod
     def feature_dim(cls, spec: Spec) -> int:
@@ -266,7 +245,7 @@ class Linear(Mechanism):
         chunk's masked scores and AV add 2·H·(F + Dv)·c̄ with c̄ = (C + 1) / 2 keys per query.
         attn.short_conv = K adds 2·K·(H + 2·Hkv)·D, in both."""
         H, Hkv, D, Fd = spec.n_heads, spec.n_kv_heads, spec.head_dim, cls.feature_dim(spec)
-        state = 2 * H * Fd * D + 2 * H * Fd + 2 * Hkv * Fd * D + 2 * cls.conv_taps(spec) * cls.qkv_channels(spec)
+        state = 2 * H * Fd * D + 2 * H * Fd + 2 * Hkv * Fd * D + conv_of.flops(spec)
         if decode:
             return state
         c = min(int(spec.cfg.attn.chunk_size), max(int(2 * keys - 1), 1))  # keys = (T + 1) / 2 for causal T
@@ -281,8 +260,7 @@ class Linear(Mechanism):
         """S and z of every layer and KV head, kept in fp32: L · Hkv · (F · D + F) · 4 per sequence,
         plus with attn.short_conv = K the last K - 1 projections: L · (K - 1) · (H + 2·Hkv)·D · 4."""
         Fd = cls.feature_dim(spec)
-        conv = max(cls.conv_taps(spec) - 1, 0) * cls.qkv_channels(spec)
-        return spec.n_layers * (spec.n_kv_heads * (Fd * spec.head_dim + Fd) + conv) * 4
+        return (spec.n_layers * spec.n_kv_heads * (Fd * spec.head_dim + Fd) + conv_of.state_elements(spec)) * 4
 
     @classmethod
     def init_cache(cls, model: nn.Module, batch_size: int, max_len: int, device: torch.device,
