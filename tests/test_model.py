@@ -88,7 +88,7 @@ def test_ffn_activations():
 def test_ffn_mult_comes_from_the_config():
     model = build_model(load_config([*TINY, "ffn=relu2", "ffn.mult=2"]))
     assert model.blocks[0].ffn.up.out_features == 64
-    assert set(FFNS.names()) == {"gelu", "relu2", "swiglu", "geglu"}
+    assert set(FFNS.names()) == {"gelu", "relu2", "swiglu", "geglu", "none"}  # none: attention-only blocks
 
 
 # ----------------------------------------------------------------------------- GPT
