@@ -98,7 +98,9 @@ class _Ask:
     def said(self, jid: Optional[str]) -> Optional[str]:
         """What SLURM said of `jid` (state and reason), or None when it does not list it."""
         state = self.states.get(jid) if jid else None
-        return state.label if state is not None else None
+        if state is None:
+            return None
+        return state.label if state.active else state.state  # an ended job's reason (a hold) is stale
 
     def launcher_line(self) -> str:
         launcher = self.launcher or {}
