@@ -34,7 +34,7 @@ def test_a_rerun_without_resume_is_the_only_run_in_the_panels(make_cfg, tmp_path
     sweep = read_sweep(SimpleNamespace(runs=runs, comparison=group(runs)), [tmp_path / "sweep"], None, None, "")
     (r,) = runs
     assert [w.run_id for w in sweep.wandb[id(r)]] == [second["wandb_run_id"]]
-    assert [w.summary.get("status") for w in sweep.wandb[id(r)]] == ["ok"]  # the failed run is in no panel
+    assert [w.exit_code for w in sweep.wandb[id(r)]] == [0]  # the failed run is in no panel
     assert run_ids(sweep, ok_jobs(sweep)) == [second["wandb_run_id"]]
     from attnbench.report.dashboard import build_workspace
 
