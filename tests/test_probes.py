@@ -75,7 +75,7 @@ def test_eval_window_evaluates_every_length_through_the_window_only():
     cfg = load_config([*FAST, "train.eval_window=4", "train.eval_seq_lens=[32]"])
     model = build_model(cfg).eval()
     data = prepare_data(cfg)
-    losses, _, _ = eval_lengths(model, data, cfg, torch.device("cpu"), torch.float32, known={"loss": -1.0, "acc": 0})
+    losses, _, _, _ = eval_lengths(model, data, cfg, torch.device("cpu"), torch.float32, known={"loss": -1.0, "acc": 0})
     windowed = build_model(load_config([*FAST, "attn.window=4"])).eval()
     windowed.load_state_dict(model.state_dict())
     for T in (16, 32):  # the known (dense) evaluation at train.seq_len is not reused
