@@ -24,7 +24,7 @@ from .jobs import LaunchJob, LaunchJobs, launch_jobs
 
 # The summary's own figures first (forward_ms/forward_T: the forward bench at its largest T), then its
 # bookkeeping, then every other figure of the catalogue (track/catalogue.py), so that a new one reaches summary.csv.
-OTHER_FIGURES = [f for f in catalogue.FIGURES if f.summary_column and f.summary_column not in catalogue.SUMMARY_FIRST]
+OTHER_FIGURES = catalogue.summary_others()
 COLUMNS = ("job", "variant", "overrides", "status", *catalogue.SUMMARY_FIRST, "reused", "error", "all_overrides", "dir",
            "compare_variant", "num", "started", "trusted", "final", "slurm_job_id", "slurm_state",
            *(f.summary_column for f in OTHER_FIGURES))

@@ -132,11 +132,14 @@ def lower_is_better(name: str, modes: tuple = ()) -> bool:
     return not name.endswith(HIGHER_ENDINGS)
 
 
+def summary_others() -> list[Figure]:
+    """The figures summary.csv appends after its first ones (so a new figure reaches summary.csv)."""
+    return [f for f in FIGURES if f.summary_column and f.summary_column not in SUMMARY_FIRST]
+
+
 def summary_columns() -> list[str]:
-    """The summary.csv figure columns: the summary's first ones, then every other figure that is not per
-    length (so a new figure reaches summary.csv)."""
-    rest = [f.summary_column for f in FIGURES if f.summary_column and f.summary_column not in SUMMARY_FIRST]
-    return [*SUMMARY_FIRST, *rest]
+    """The summary.csv figure columns: the summary's first ones, then every other figure."""
+    return [*SUMMARY_FIRST, *(str(f.summary_column) for f in summary_others())]
 
 
 def value(res: dict, f: Figure) -> object:
@@ -148,4 +151,4 @@ def value(res: dict, f: Figure) -> object:
 
 
 __all__ = ["BENCH", "FIGURES", "Figure", "HIGHER", "LOWER", "MODEL", "PROBES", "SUMMARY_FIRST", "TRAIN",
-           "UNRANKED", "VAL_LOSS_BY_LEN", "find", "lower_is_better", "summary_columns", "value"]
+           "UNRANKED", "VAL_LOSS_BY_LEN", "find", "lower_is_better", "summary_columns", "summary_others", "value"]
